@@ -1,0 +1,1 @@
+"""The contract every side shares: commands, events, canonical bytes, reasons, limits, DDL."""

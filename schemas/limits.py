@@ -1,0 +1,36 @@
+"""Every limit in one place, units last in the name (TIGER_STYLE)."""
+
+from __future__ import annotations
+
+AMOUNT_MAX = 2**63 - 1  # every individual figure is 0 <= x < 2**63
+ID_LEN_MAX = 128  # chain_id, node_id, gpu_uuid, reserve_id, relayer_id
+FREE_TEXT_LEN_MAX = 256
+PK_BYTES = {"ml-dsa-65": 1952, "ml-dsa-87": 2592}
+SIG_BYTES = {"ml-dsa-65": 3309, "ml-dsa-87": 4627}
+
+# Genesis params and their defaults (DOMAIN.md).
+PARAM_DEFAULTS = {
+    "min_stake": 10_000_000,
+    "unbond_ms": 604_800_000,
+    "slash_bps": 5000,
+    "reporter_bps": 1000,
+    "block_reward": 2_000_000,
+    "max_block_txs": 1000,
+}
+
+# Intake.
+REQUEST_BYTES_MAX = 64 * 1024 * 1024  # a block of 1,000 ML-DSA-87 transfers is ~14 MB of JSON
+COMMANDS_PER_REQUEST_MAX = 10_000
+
+# Read side.
+PAGE_SIZE_MAX = 500
+PAGE_SIZE_DEFAULT = 20
+STATS_WINDOW_MAX = 10_000
+GRAPHQL_DEPTH_MAX = 10
+GRAPHQL_TOKENS_MAX = 2_000
+GRAPHQL_ALIASES_MAX = 30
+
+# Streams.
+FOLLOWER_BATCH_EVENTS_MAX = 2_000
+FOLLOWER_POLL_INTERVAL_MS = 100
+READY_LAG_EVENTS_MAX = 100
