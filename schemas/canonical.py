@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from blake3 import blake3
 
 ZERO_HASH = "00" * 32
@@ -16,7 +17,14 @@ def canonical_bytes(obj: Mapping[str, Any], *, drop_sig: bool = False) -> bytes:
     """JSON with keys sorted, no insignificant whitespace, UTF-8; `sig` removed when asked."""
     if drop_sig:
         obj = {k: v for k, v in obj.items() if k != "sig"}
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        # orjson writes exactly these bytes for JSON of str keys, strings and integers within 64 bits,
+        # ~30x faster than json for the 10 KB hex strings of an ML-DSA tx (tests/test_canonical.py
+        # checks the equality on random objects).
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        # Integers beyond 64 bits (totals may exceed 2**63): the reference encoder.
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def hash_hex(data: bytes) -> str:

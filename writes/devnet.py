@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from schemas.canonical import block_hash, canonical_bytes, header_of, tx_id, tx_root
+from schemas.canonical import block_hash, canonical_bytes, genesis_hash, header_of, tx_id, tx_root
 from schemas.limits import PARAM_DEFAULTS
 from schemas.signing import KeyPair, sign
 
@@ -293,6 +293,60 @@ def next_block(
         txs=sign_planned(keys, chain_id, plans),
     )
     return block, plans
+
+
+@dataclass(frozen=True)
+class OfflineChain:
+    """A devnet chain built without a ledger: the commands in submission order and each block's intents."""
+
+    keys: DevnetKeys
+    commands: list[dict[str, Any]]  # genesis, then per block: the block, then its votes
+    intents: list[list[Intent]]  # per block, the receipt each tx is built to get
+
+
+def build_chain(
+    seed: bytes,
+    *,
+    blocks: int,
+    txs_per_block: int,
+    rng: random.Random,
+    start_ms: int = 1_700_000_000_000,
+    interval_ms: int = 1000,
+    chain_id: str = CHAIN_ID,
+) -> OfflineChain:
+    """Genesis, blocks and votes as the devnet would submit them, tracking nonces and CELL balances here
+    (transfers, fees, the proposer's reward) instead of asking the ledger. For files and benchmarks."""
+    genesis, keys = devnet_genesis(seed, chain_id, timestamp_ms=start_ms)
+    addresses = [k.address for k in keys.accounts]
+    nonces, balances = [0] * len(addresses), [ACCOUNT_FUNDS] * len(addresses)
+    commands: list[dict[str, Any]] = [genesis]
+    intents: list[list[Intent]] = []
+    parent = genesis_hash(genesis)
+    for height in range(1, blocks + 1):
+        plans = plan_transfers(rng, addresses, nonces, balances, txs_per_block)
+        proposer = keys.proposer(height)
+        block = build_block(
+            proposer,
+            chain_id=chain_id,
+            height=height,
+            parent=parent,
+            timestamp_ms=start_ms + height * interval_ms,
+            txs=sign_planned(keys, chain_id, plans),
+        )
+        fees = 0
+        for p in plans:
+            if p.intent == "applied":
+                receiver = addresses.index(p.to)
+                nonces[p.sender] += 1
+                balances[p.sender] -= p.amount + p.fee
+                balances[receiver] += p.amount
+                fees += p.fee
+        balances[addresses.index(proposer.operator)] += genesis["params"]["block_reward"] + fees
+        parent = block_hash(block)
+        commands.append(block)
+        commands.extend(build_votes(keys, chain_id=chain_id, height=height, block_hash=parent))
+        intents.append([p.intent for p in plans])
+    return OfflineChain(keys, commands, intents)
 
 
 def header_bytes(block: dict[str, Any]) -> bytes:

@@ -1,0 +1,1 @@
+"""Batched hashing and verification kernels, each with a CPU reference path. Imports none of the project."""

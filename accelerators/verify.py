@@ -1,0 +1,65 @@
+"""Batched ML-DSA verification spread over every core (the CPU backend).
+
+pqcrypto's verify holds the GIL (two threads ran slower than one here), so batches are split into
+one chunk per worker *process*. Workers start with `forkserver`, never `fork`: the calling process runs
+threads (uvicorn, the projection follower, the chdb engine) that a forked child must not inherit.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+
+import pqcrypto
+from pqcrypto.sign import ml_dsa_65, ml_dsa_87
+
+_VERIFY = {"ml-dsa-65": ml_dsa_65.verify, "ml-dsa-87": ml_dsa_87.verify}
+# Below this many items a batch is verified inline: the round trip to the pool costs more.
+POOL_BATCH_MIN = 32
+
+# (alg, public key bytes, message bytes, signature as hex)
+Item = tuple[str, bytes, bytes, str]
+
+
+def verify_one(alg: str, pk: bytes, message: bytes, sig: bytes) -> bool:
+    """pqcrypto verification (empty context); a malformed key or signature is simply invalid."""
+    try:
+        _VERIFY[alg](pk, message, sig)
+    except (pqcrypto.InvalidSignatureError, ValueError, TypeError, KeyError):
+        return False
+    return True
+
+
+def _verify_chunk(items: Sequence[Item]) -> list[bool]:
+    return [verify_one(alg, pk, msg, bytes.fromhex(sig)) for alg, pk, msg, sig in items]
+
+
+class BatchVerifier:
+    """Verifies batches in `workers` processes; `workers=1` verifies inline."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: Executor | None = None
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            ctx = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        return self._pool
+
+    def verify(self, items: Sequence[Item]) -> list[bool]:
+        if self.workers <= 1 or len(items) < POOL_BATCH_MIN:
+            return _verify_chunk(items)
+        size = -(-len(items) // self.workers)
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        out: list[bool] = []
+        for part in self._executor().map(_verify_chunk, chunks):
+            out.extend(part)
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,58 @@
+"""Builders of signed commands in the wire format of DOMAIN.md: the devnet, the CLI and the tests all
+build payloads with this code, and the ledger validates them with the same canonical bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from schemas.canonical import tx_id, tx_root
+from schemas.signing import KeyPair, sign
+
+
+def genesis(
+    chain_id: str,
+    timestamp_ms: int,
+    *,
+    allocations: Sequence[tuple[str, int]] = (),
+    validators: Sequence[tuple[str, str, KeyPair, str, int]] = (),
+    relayers: Sequence[tuple[str, KeyPair]] = (),
+    params: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """validators: (node_id, operator address, validator key, gpu_uuid, stake)."""
+    return {
+        "kind": "genesis", "chain_id": chain_id, "timestamp_ms": timestamp_ms, "params": dict(params or {}),
+        "allocations": [{"address": a, "asset": "CELL", "amount": n} for a, n in allocations],
+        "validators": [
+            {"node_id": n, "operator": op, "key": k.key, "gpu_uuid": g, "stake": s} for n, op, k, g, s in validators
+        ],
+        "relayers": [{"relayer_id": r, "key": k.key} for r, k in relayers],
+    }
+
+
+def transfer(
+    chain_id: str, sender: KeyPair, to: str, amount: int, *, nonce: int, fee: int = 0, asset: str = "CELL"
+) -> dict[str, Any]:
+    tx = {
+        "kind": "transfer", "chain_id": chain_id, "signer": sender.address, "key": sender.key,
+        "from": sender.address, "to": to, "asset": asset, "amount": amount, "fee": fee, "nonce": nonce,
+    }
+    return sign(tx, sender)
+
+
+def block(
+    chain_id: str, height: int, parent: str, proposer: str, proposer_key: KeyPair, timestamp_ms: int,
+    txs: Sequence[dict[str, Any]] = (), *, root: str | None = None,
+) -> dict[str, Any]:
+    """A block whose header is signed by the proposer's validator key; `root` overrides tx_root."""
+    header = {
+        "kind": "block", "chain_id": chain_id, "height": height, "parent": parent, "proposer": proposer,
+        "timestamp_ms": timestamp_ms, "tx_root": root if root is not None else tx_root([tx_id(t) for t in txs]),
+    }
+    return {**sign(header, proposer_key), "txs": list(txs)}
+
+
+def vote(chain_id: str, node_id: str, key: KeyPair, height: int, block_hash: str) -> dict[str, Any]:
+    return sign(
+        {"kind": "vote", "chain_id": chain_id, "node_id": node_id, "height": height, "block_hash": block_hash}, key
+    )

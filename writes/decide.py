@@ -1,0 +1,303 @@
+"""Pure decisions: `decide(ledger, command, verifier) -> Decision` or a `Rejection`.
+
+Nothing here does I/O or changes the ledger: a decision is a list of event drafts (class + payload)
+that the service seals into the hash chain, saves atomically and only then folds. Signature checks go
+through the injected verifier, a deterministic function of its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from accelerators.verify import BatchVerifier, verify_one
+from schemas import commands
+from schemas.canonical import block_hash, canonical_bytes, genesis_hash, tx_root
+from schemas.events import BlockApplied, BlockFinalized, GenesisAccepted, LedgerEvent, VoteAccepted
+from schemas.limits import AMOUNT_MAX
+from schemas.reasons import Rejection
+from writes.inspect import inspect_txs
+from writes.state import ACTIVE, UNBONDING, BlockInfo, ChainState, Ledger
+
+Draft = tuple[type[LedgerEvent], dict[str, Any]]
+
+
+@dataclass
+class Decision:
+    events: list[Draft] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def decide(ledger: Ledger, command: Any, verifier: BatchVerifier) -> Decision:
+    """Raises Rejection (reason code + message) when the command is refused whole."""
+    kind = commands.command_kind(command)
+    if kind == "genesis":
+        return decide_genesis(ledger, command)
+    if kind == "block":
+        return decide_block(ledger, command, verifier)
+    return decide_vote(ledger, command)
+
+
+def decide_genesis(ledger: Ledger, genesis: Mapping[str, Any]) -> Decision:
+    chain_id = genesis.get("chain_id")
+    if isinstance(chain_id, str) and chain_id in ledger.chains:
+        raise Rejection("genesis_exists", f"chain {chain_id!r} already has a genesis")
+    facts = commands.check_genesis(genesis)
+    ghash = genesis_hash(genesis)
+    payload = {
+        "chain_id": chain_id, "block_hash": ghash, "genesis": dict(genesis), "params": facts["params"],
+        "timestamp_ms": genesis["timestamp_ms"], "allocations": facts["allocations"],
+        "validators": facts["validators"], "relayers": facts["relayers"],
+    }
+    result = {"status": "accepted", "kind": "genesis", "chain_id": chain_id, "hash": ghash, "height": 0}
+    return Decision([(GenesisAccepted, payload)], result)
+
+
+# ---------------------------------------------------------------------------------------------- blocks
+
+
+def decide_block(ledger: Ledger, block: Mapping[str, Any], verifier: BatchVerifier) -> Decision:
+    commands.check_block_shape(block)
+    chain = ledger.chains.get(block["chain_id"])
+    if chain is None:
+        raise Rejection("unknown_chain", f"no genesis for chain {block['chain_id']!r}")
+    bhash = block_hash(block)
+    parent = _check_header(chain, block, bhash)
+    tx_ids = _check_txs(chain, block, verifier)
+    receipts, effects = apply_txs(chain, block, parent)
+    applied = BlockApplied
+    payload = {
+        "chain_id": chain.chain_id, "block_hash": bhash, "height": block["height"], "parent": parent.hash,
+        "proposer": block["proposer"], "operator": chain.validators[block["proposer"]].operator,
+        "timestamp_ms": block["timestamp_ms"], "block": dict(block), "tx_ids": tx_ids,
+        "receipts": receipts, "effects": effects,
+    }
+    events: list[Draft] = [(applied, payload)]
+    # Votes that arrived before the block may finalize it at once.
+    early = {n for n, h in chain.pending_votes.get(bhash, {}).items() if h == block["height"]}
+    info = _block_info_after(chain, payload, early)
+    finality = _finality(chain, info, head=info)
+    if finality:
+        events.append(finality)
+    result = {
+        "status": "accepted", "kind": "block", "chain_id": chain.chain_id, "hash": bhash,
+        "height": block["height"], "tx_ids": tx_ids,
+        "receipts": [
+            {"tx_id": t, "status": s, "reason": r, "height": block["height"], "index": i}
+            for i, (t, (s, r)) in enumerate(zip(tx_ids, receipts, strict=True))
+        ],
+        "finalized_height": finality[1]["height"] if finality else chain.finalized_height,
+    }
+    return Decision(events, result)
+
+
+def _check_header(chain: ChainState, block: Mapping[str, Any], bhash: str) -> BlockInfo:
+    """Header rules in DOMAIN.md's order, up to and including the proposer's signature."""
+    if bhash in chain.blocks:
+        raise Rejection("duplicate_block", f"block {bhash} is already recorded")
+    parent = chain.blocks.get(block["parent"])
+    if parent is None:
+        raise Rejection("unknown_parent", f"parent {block['parent']} is not known on chain {chain.chain_id!r}")
+    if not _descends_from(chain, parent, chain.finalized):
+        raise Rejection(
+            "conflicts_with_finality",
+            f"parent at height {parent.height} does not descend from finalized height {chain.finalized_height}",
+        )
+    if block["height"] != parent.height + 1:
+        raise Rejection("bad_height", f"height {block['height']} is not parent height {parent.height} + 1")
+    if block["timestamp_ms"] < parent.timestamp_ms:
+        raise Rejection(
+            "bad_timestamp", f"timestamp_ms {block['timestamp_ms']} is earlier than the parent's {parent.timestamp_ms}"
+        )
+    if parent.hash != chain.tip.hash:
+        raise Rejection("fork_unsupported", f"parent {parent.hash} is not the canonical tip {chain.tip.hash}")
+    validator = chain.validators.get(block["proposer"])
+    if validator is None or validator.phase != ACTIVE:
+        raise Rejection("proposer_not_active", f"proposer {block['proposer']!r} is not an active validator")
+    header_msg = canonical_bytes({k: v for k, v in block.items() if k != "txs"}, drop_sig=True)
+    if not verify_one(validator.alg, validator.pk, header_msg, bytes.fromhex(block["sig"])):
+        raise Rejection("bad_signature", f"header signature does not verify under {block['proposer']!r}'s key")
+    return parent
+
+
+def _descends_from(chain: ChainState, block: BlockInfo, ancestor: BlockInfo) -> bool:
+    while block.height > ancestor.height:
+        block = chain.blocks[block.parent]
+    return block.hash == ancestor.hash
+
+
+def _check_txs(chain: ChainState, block: Mapping[str, Any], verifier: BatchVerifier) -> list[str]:
+    txs = block["txs"]
+    limit = chain.params["max_block_txs"]
+    if len(txs) > limit:
+        raise Rejection("too_many_txs", f"{len(txs)} txs exceed max_block_txs {limit}")
+    for i, tx in enumerate(txs):
+        commands.check_tx_shape(tx, i, block["chain_id"])
+    checks = inspect_txs(txs, verifier)
+    tx_ids = [c.tx_id for c in checks]
+    root = tx_root(tx_ids)
+    if root != block["tx_root"]:
+        raise Rejection("bad_tx_root", f"tx_root {block['tx_root']} differs from the txs' root {root}")
+    for i, check in enumerate(checks):
+        if not check.signer_ok:
+            raise Rejection("signer_mismatch", f"tx {i}: signer {txs[i]['signer']} is not the address of its key")
+        if not check.sig_ok:
+            raise Rejection("bad_tx_signature", f"tx {i}: signature does not verify")
+    return tx_ids
+
+
+class _Overlay:
+    """Balances and nonces as the block changes them, over the untouched chain state."""
+
+    def __init__(self, chain: ChainState) -> None:
+        self.chain = chain
+        self.balances: dict[tuple[str, str], int] = {}
+        self.nonces: dict[str, int] = {}
+
+    def balance(self, address: str, asset: str) -> int:
+        key = (address, asset)
+        return self.balances[key] if key in self.balances else self.chain.balances.get(key, 0)
+
+    def add(self, address: str, asset: str, delta: int) -> None:
+        self.balances[(address, asset)] = self.balance(address, asset) + delta
+
+    def next_nonce(self, address: str) -> int:
+        return self.nonces[address] if address in self.nonces else self.chain.nonces.get(address, 0)
+
+
+def apply_txs(chain: ChainState, block: Mapping[str, Any], parent: BlockInfo) -> tuple[list[list[str]], dict[str, Any]]:
+    """Receipts and effects of a valid block: txs in order, then reward and fees, then releases."""
+    state = _Overlay(chain)
+    receipts: list[list[str]] = []
+    fees = 0
+    volume: dict[str, int] = {}
+    for tx in block["txs"]:
+        reason = _transfer_rejection(chain, state, tx)
+        if reason:
+            receipts.append(["rejected", reason])
+            continue
+        _apply_transfer(state, tx)
+        fees += tx["fee"]
+        volume[tx["asset"]] = volume.get(tx["asset"], 0) + tx["amount"]
+        receipts.append(["applied", ""])
+    validator = chain.validators[block["proposer"]]
+    reward = chain.params["block_reward"]
+    if state.balance(validator.operator, "CELL") + reward + fees > AMOUNT_MAX:
+        raise Rejection("amount_overflow", "the reward and fees would take the proposer's operator to 2**63")
+    state.add(validator.operator, "CELL", reward + fees)
+    releases = _releases(chain, state, block["timestamp_ms"])
+    effects = {
+        "balances": [[a, s, state.balance(a, s) - chain.balance(a, s)] for a, s in state.balances
+                     if state.balance(a, s) != chain.balance(a, s)],
+        "nonces": [[a, chain.next_nonce(a), n] for a, n in state.nonces.items()],
+        "reward": reward, "fees": fees, "minted": reward, "burned": 0,
+        "releases": releases, "volume": [[asset, amount] for asset, amount in sorted(volume.items())],
+    }
+    return receipts, effects
+
+
+def _transfer_rejection(chain: ChainState, state: _Overlay, tx: Mapping[str, Any]) -> str:
+    """The first rejection reason that applies, in DOMAIN.md's order, or '' when the transfer applies."""
+    sender, asset, amount, fee = tx["from"], tx["asset"], tx["amount"], tx["fee"]
+    if tx["nonce"] != state.next_nonce(sender):
+        return "bad_nonce"
+    if asset not in chain.assets:
+        return "unknown_asset"
+    cell_needed = fee + (amount if asset == "CELL" else 0)
+    if state.balance(sender, "CELL") < cell_needed or state.balance(sender, asset) < amount:
+        return "insufficient_funds"
+    if tx["to"] != sender and state.balance(tx["to"], asset) + amount > AMOUNT_MAX:
+        return "amount_overflow"
+    return ""
+
+
+def _apply_transfer(state: _Overlay, tx: Mapping[str, Any]) -> None:
+    sender = tx["from"]
+    state.add(sender, "CELL", -tx["fee"])
+    if tx["to"] != sender:  # a self-transfer costs only the fee
+        state.add(sender, tx["asset"], -tx["amount"])
+        state.add(tx["to"], tx["asset"], tx["amount"])
+    state.nonces[sender] = state.next_nonce(sender) + 1
+
+
+def _releases(chain: ChainState, state: _Overlay, timestamp_ms: int) -> list[list[Any]]:
+    """Unbonding stakes whose window ended by this block's timestamp go back to their operators."""
+    released = []
+    for v in chain.validators.values():
+        if v.phase == UNBONDING and v.unbond_at_ms is not None and v.unbond_at_ms <= timestamp_ms:
+            if state.balance(v.operator, "CELL") + v.stake > AMOUNT_MAX:
+                raise Rejection("amount_overflow", f"releasing {v.node_id}'s stake would overflow its operator")
+            state.add(v.operator, "CELL", v.stake)
+            released.append([v.node_id, v.stake])
+    return released
+
+
+def _block_info_after(chain: ChainState, payload: Mapping[str, Any], voters: set[str]) -> BlockInfo:
+    """The block as `evolve` will record it (the validator set after it), to test finality before saving."""
+    stakes = chain.active_stakes
+    if payload["effects"]["releases"]:
+        gone = {node_id for node_id, _ in payload["effects"]["releases"]}
+        stakes = {n: s for n, s in stakes.items() if n not in gone}
+    return BlockInfo(
+        payload["block_hash"], payload["height"], payload["parent"], payload["timestamp_ms"],
+        payload["proposer"], stakes, sum(stakes.values()), set(voters),
+    )
+
+
+def _finality(chain: ChainState, block: BlockInfo, head: BlockInfo) -> Draft | None:
+    """A BlockFinalized draft if `block`'s votes finalize it (and its ancestors) now, else None."""
+    if block.height <= chain.finalized_height or not block.is_final_by_votes():
+        return None
+    newly = [[block.height, block.hash]]
+    cursor = block
+    while cursor.height - 1 > chain.finalized_height:
+        cursor = chain.blocks[cursor.parent]
+        newly.append([cursor.height, cursor.hash])
+    newly.reverse()
+    payload = {
+        "chain_id": chain.chain_id, "block_hash": block.hash, "height": block.height,
+        "voting_stake": block.voting_stake(), "total_stake": block.total_stake, "finalized": newly,
+        "head_height": head.height, "head_timestamp_ms": head.timestamp_ms,
+    }
+    return (BlockFinalized, payload)
+
+
+# ----------------------------------------------------------------------------------------------- votes
+
+
+def decide_vote(ledger: Ledger, vote: Mapping[str, Any]) -> Decision:
+    commands.check_vote_shape(vote)
+    chain = ledger.chains.get(vote["chain_id"])
+    if chain is None:
+        raise Rejection("unknown_chain", f"no genesis for chain {vote['chain_id']!r}")
+    node_id, height, target = vote["node_id"], vote["height"], vote["block_hash"]
+    validator = chain.validators.get(node_id)
+    if validator is None:
+        raise Rejection("unknown_validator", f"no validator {node_id!r} on chain {chain.chain_id!r}")
+    if validator.phase != ACTIVE:
+        raise Rejection("not_active", f"validator {node_id!r} is {validator.phase}")
+    if not verify_one(validator.alg, validator.pk, canonical_bytes(vote, drop_sig=True), bytes.fromhex(vote["sig"])):
+        raise Rejection("bad_signature", f"vote signature does not verify under {node_id!r}'s key")
+    block = chain.blocks.get(target)
+    if block is not None and block.height != height:
+        raise Rejection("height_mismatch", f"vote height {height} differs from block height {block.height}")
+    result = {
+        "status": "accepted", "kind": "vote", "chain_id": chain.chain_id, "node_id": node_id,
+        "height": height, "block_hash": target, "counted": block is not None, "duplicate": False,
+        "finalized_height": chain.finalized_height,
+    }
+    already = node_id in block.voters if block is not None else node_id in chain.pending_votes.get(target, {})
+    if already:
+        return Decision([], {**result, "duplicate": True})
+    payload = {"chain_id": chain.chain_id, "node_id": node_id, "height": height, "block_hash": target,
+               "vote": dict(vote)}
+    events: list[Draft] = [(VoteAccepted, payload)]
+    if block is not None:
+        with_vote = BlockInfo(block.hash, block.height, block.parent, block.timestamp_ms, block.proposer,
+                              block.stakes, block.total_stake, block.voters | {node_id})
+        finality = _finality(chain, with_vote, head=chain.tip)
+        if finality:
+            events.append(finality)
+            result["finalized_height"] = finality[1]["height"]
+    return Decision(events, result)
