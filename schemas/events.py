@@ -9,8 +9,9 @@ included). The wall-clock `timestamp` eventsourcing adds is recording metadata, 
 Payload shapes (all integers exact; totals may exceed 2**63):
 
 GenesisAccepted    chain_id, block_hash (the genesis block, height 0), genesis (as submitted),
-                   params (defaults filled), timestamp_ms, allocations [[address, amount]] (merged per address, CELL), validators [{node_id, operator,
-                   key, gpu_uuid, stake}], relayers [{relayer_id, key}]
+                   params (defaults filled), timestamp_ms, allocations [[address, amount]] (merged per
+                   address, CELL), validators [{node_id, operator, key, gpu_uuid, stake}],
+                   relayers [{relayer_id, key}]
 BlockApplied       chain_id, block_hash, height, parent, proposer, operator (the proposer's operator, who is paid),
                    timestamp_ms, block (as submitted, txs included), tx_ids [..], receipts [[status, reason]]
                    aligned with txs (reason "" when applied), effects (see below)
