@@ -1,0 +1,120 @@
+"""Strict JSON for commands: integers only, no NaN or Infinity, no duplicate keys, valid UTF-8 and Unicode.
+
+DOMAIN.md: numbers are JSON integers parsed exactly (Python's json already keeps big integers exact); a fraction
+or an exponent is refused, not rounded. Duplicate keys are refused because parsers disagree on which one wins,
+and a signature must cover exactly one reading of the object.
+
+Two levels of failure. A body that is not JSON at all raises `StrictJSONError`. A forbidden value inside
+otherwise valid JSON is replaced by an `Unacceptable` marker, so that only the command holding it is malformed
+and the other commands of an array are still answered one by one. Pure: bytes in, `Document` out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# A lone surrogate can only arrive as a \uD800-\uDFFF escape (strict UTF-8 decoding refuses encoded ones);
+# only a body that contains such an escape needs its strings checked.
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+_SHOWN_CHARS_MAX = 40
+
+
+class StrictJSONError(ValueError):
+    """The body is not JSON; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Unacceptable:
+    """Stands where the body held a value DOMAIN.md forbids; the command around it is malformed."""
+
+    problem: str
+
+
+@dataclass(frozen=True)
+class Document:
+    value: Any
+    # False when no Unacceptable marker and no lone surrogate can be inside `value`: nothing to look for.
+    suspicious: bool
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS_MAX else text[:_SHOWN_CHARS_MAX] + "..."
+
+
+def _fraction(text: str) -> Unacceptable:
+    return Unacceptable(f"number {_shown(text)} is not an integer: fractions and exponents are not allowed")
+
+
+def _constant(name: str) -> Unacceptable:
+    return Unacceptable(f"{name} is not a JSON number: numbers must be integers")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any] | Unacceptable:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return Unacceptable(f"duplicate key {_shown(key)!r} in an object")
+        seen.add(key)
+    raise AssertionError("unreachable: fewer keys than pairs means a repeated key")
+
+
+def loads(body: bytes) -> Document:
+    """Parse a request body, or raise StrictJSONError naming what is wrong."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StrictJSONError(f"the body is not UTF-8 (byte {exc.start})") from exc
+    if not text.strip():
+        raise StrictJSONError("the body is empty: expected a JSON command or an array of commands")
+    marked = False
+
+    def mark(marker: Unacceptable) -> Unacceptable:
+        nonlocal marked
+        marked = True
+        return marker
+
+    def on_object(pairs: list[tuple[str, Any]]) -> Any:
+        obj = _object(pairs)
+        return mark(obj) if isinstance(obj, Unacceptable) else obj
+
+    try:
+        value = json.loads(
+            text,
+            parse_float=lambda s: mark(_fraction(s)),
+            parse_constant=lambda s: mark(_constant(s)),
+            object_pairs_hook=on_object,
+        )
+    except json.JSONDecodeError as exc:
+        raise StrictJSONError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise StrictJSONError("invalid JSON: nested too deeply") from exc
+    except ValueError as exc:
+        # An integer longer than Python's int_max_str_digits (4300 digits): far beyond 2**63 anyway.
+        raise StrictJSONError(f"invalid JSON: {exc}") from exc
+    return Document(value, suspicious=marked or bool(_SURROGATE_ESCAPE_RE.search(text)))
+
+
+def problem_in(value: Any) -> str | None:
+    """A reason `value` is not acceptable, or None. Walks the whole value: call it on suspicious ones."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Unacceptable):
+            return item.problem
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff) escape"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
