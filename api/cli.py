@@ -5,7 +5,10 @@ under the data dir, the follower thread, the API on uvicorn and, unless --no-dev
 On SIGINT/SIGTERM it stops the API, then the devnet, then the follower, then closes the stores.
 
 `tally submit` reads one JSON command per line, posts them in batches to `POST /v1/commands` and prints
-one JSON result per line, in file order. Exit status: 0 all accepted, 1 any rejected, 2 unreachable server.
+one JSON result per line, in file order, each naming its `line`. Exit status: 0 all accepted, 1 any
+rejected, 2 unreachable server.
+
+`tally verify` walks the log and checks every link of its hash chain.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -25,6 +28,8 @@ import click
 import httpx
 import uvicorn
 
+from schemas.canonical import ZERO_HASH
+from schemas.events import LedgerEvent
 from schemas.reasons import MALFORMED_COMMAND, PAYLOAD_TOO_LARGE, Rejection
 from schemas.settings import Settings, from_env
 
@@ -97,9 +102,14 @@ def request_body(group: list[Entry]) -> bytes:
 
 
 def merge_results(group: list[Entry], answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each entry's result in file order: its own refusal, or the server's answer for its command."""
+    """Each entry's result in file order, naming its line: its own refusal, or the server's answer (whose
+    `index` counts within one request, which means nothing to the reader of the file, so it is dropped)."""
     it = iter(answers)
-    return [e.result if e.result is not None else next(it) for e in group]
+    merged = []
+    for e in group:
+        result = e.result if e.result is not None else next(it)
+        merged.append({"line": e.lineno, **{k: v for k, v in result.items() if k not in ("line", "index")}})
+    return merged
 
 
 def exit_status(results: Iterable[dict[str, Any]]) -> int:
@@ -164,6 +174,65 @@ def submit(file: IO[str], url: str | None) -> None:
     sys.exit(code)
 
 
+# ---------------------------------------------------------------- tally verify
+
+
+@dataclass
+class LogCheck:
+    events: int = 0
+    last_hash: str = ZERO_HASH
+    problems: list[str] = field(default_factory=list)
+
+
+def check_log(events: Iterable[LedgerEvent], problems_max: int = 20) -> LogCheck:
+    """Every break in the log: a sequence number out of order, a `prev_hash` that is not the hash before."""
+    check = LogCheck()
+    for event in events:
+        if event.seq != check.events + 1:
+            check.problems.append(f"event {event.seq}: expected sequence number {check.events + 1}")
+        if event.prev_hash != check.last_hash:
+            check.problems.append(f"event {event.seq}: prev_hash is not the hash of the event before")
+        check.events, check.last_hash = check.events + 1, event.hash()
+        if len(check.problems) >= problems_max:
+            break
+    return check
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The data directory of `tally up` [default: ./data].",
+)
+def verify(data_dir: Path | None) -> None:
+    """Check every link of the log's hash chain (exit 1 if one is broken)."""
+    from writes.service import LedgerApplication
+
+    settings = from_env(data_dir=data_dir)
+    app = LedgerApplication(env=settings.event_store_env())
+    try:
+        check = check_log(_log_events(app))
+    finally:
+        app.close()
+    for problem in check.problems:
+        click.echo(f"tally verify: {problem}", err=True)
+    if check.problems:
+        sys.exit(EXIT_REJECTED)
+    click.echo(f"tally verify: {check.events} events, hash chain intact, last hash {check.last_hash}")
+
+
+def _log_events(app: Any, section: int = 1_000) -> Iterator[LedgerEvent]:
+    start = 1
+    while True:
+        notifications = app.recorder.select_notifications(start, section)
+        for notification in notifications:
+            yield app.mapper.to_domain_event(notification)
+        if len(notifications) < section:
+            return
+        start = notifications[-1].id + 1
+
+
 # ---------------------------------------------------------------- tally up
 
 
@@ -210,11 +279,11 @@ def up(
 
 def run_stack(settings: Settings, *, devnet: bool, block_interval_ms: int, txs_per_block: int) -> None:
     # Imported here so that `tally submit` starts fast and needs none of the engines.
-    from api.app import create_app
     from projections.queries import ReadModel
     from projections.store import ProjectionStore
     from streams.follower import Follower
 
+    from api.app import create_app
     from writes.devnet import Devnet
     from writes.service import LedgerService
 

@@ -25,6 +25,7 @@ from api.cli import (
     EXIT_UNREACHABLE,
     Entry,
     batches,
+    check_log,
     main,
     merge_results,
     parse_lines,
@@ -61,7 +62,8 @@ def test_batches_keep_order_and_respect_both_limits() -> None:
 def test_request_body_is_the_lines_own_text() -> None:
     group = [Entry(1, '{"a": 1}'), Entry(2, None, {}), Entry(3, "7")]
     assert request_body(group) == b'[{"a": 1},7]'
-    assert merge_results(group, [{"n": 1}, {"n": 3}]) == [{"n": 1}, {}, {"n": 3}]
+    answers = [{"n": 1, "index": 0}, {"n": 3, "index": 1}]
+    assert merge_results(group, answers) == [{"line": 1, "n": 1}, {"line": 2}, {"line": 3, "n": 3}]
 
 
 def _fake_server(answer: Any) -> httpx.Client:
@@ -82,6 +84,7 @@ def test_submit_file_prints_one_result_per_line_and_sets_the_exit_status() -> No
     assert submit_file(_fake_server(answer), "http://x/v1/commands", lines, out) == EXIT_REJECTED
     printed = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [p.get("n") for p in printed] == [1, None, 2]
+    assert [p["line"] for p in printed] == [1, 3, 4]
     assert printed[1]["reason"] == "malformed_command"
 
     out = io.StringIO()
@@ -186,6 +189,7 @@ def test_submit_against_tally_up(tally_up: str, tmp_path: Path) -> None:
     assert done.returncode == EXIT_REJECTED, done.stderr
     printed = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(printed) == len(commands) + 2
+    assert [p.pop("line") for p in printed] == [1, *range(3, len(commands) + 4)]  # line 2 is blank
 
     # the same commands straight into a ledger of our own give the same answers
     reference = LedgerService(from_env(data_dir=tmp_path / "reference"))
@@ -207,3 +211,28 @@ def test_submit_against_tally_up(tally_up: str, tmp_path: Path) -> None:
     done = _run_submit(again, tally_up)
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
     assert json.loads(done.stdout)["status"] == "accepted"
+
+
+def test_verify_walks_the_hash_chain(tmp_path: Path) -> None:
+    from schemas.settings import from_env
+    from writes.service import LedgerService
+
+    service = LedgerService(from_env(data_dir=tmp_path / "data"))
+    try:
+        service.submit_many(build_chain(SEED, blocks=2, txs_per_block=3, rng=random.Random(4)).commands)
+        events = [service.app.mapper.to_domain_event(n) for n in service.notifications()]
+    finally:
+        service.close()
+    check = check_log(events)
+    assert check.events == len(events) > 5 and check.problems == [] and check.last_hash == events[-1].hash()
+    broken = list(events)
+    broken[3] = type(events[3])(**{**events[3].__dict__, "prev_hash": "11" * 32})
+    assert check_log(broken).problems == [
+        "event 4: prev_hash is not the hash of the event before",
+        "event 5: prev_hash is not the hash of the event before",  # event 4's own hash changed too
+    ]
+    assert check_log(events[:2] + events[3:]).problems[0] == "event 4: expected sequence number 3"
+
+    result = CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    assert f"{len(events)} events, hash chain intact" in result.output
