@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 import pqcrypto
 from pqcrypto.sign import ml_dsa_65, ml_dsa_87
@@ -53,10 +53,21 @@ class BatchVerifier:
         if self.workers <= 1 or len(items) < POOL_BATCH_MIN:
             return _verify_chunk(items)
         size = -(-len(items) // self.workers)
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        return self.collect([self.submit(items[i : i + size]) for i in range(0, len(items), size)])
+
+    def submit(self, items: Sequence[Item]) -> Future[list[bool]]:
+        """Start verifying a chunk now; the caller prepares the next chunk while workers verify this one."""
+        if self.workers <= 1:
+            done: Future[list[bool]] = Future()
+            done.set_result(_verify_chunk(items))
+            return done
+        return self._executor().submit(_verify_chunk, items)
+
+    @staticmethod
+    def collect(futures: Sequence[Future[list[bool]]]) -> list[bool]:
         out: list[bool] = []
-        for part in self._executor().map(_verify_chunk, chunks):
-            out.extend(part)
+        for future in futures:
+            out.extend(future.result())
         return out
 
     def close(self) -> None:

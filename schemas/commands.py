@@ -22,7 +22,6 @@ TX_KINDS = (
 # Kinds whose validation and effects are implemented; the others arrive with later issues.
 TX_KINDS_SUPPORTED = ("transfer",)
 
-_HEX = re.compile(r"(?:[0-9a-f]{2})*")
 _HASH = re.compile(r"[0-9a-f]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 _IDENT = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -97,7 +96,17 @@ class Checker:
         return self.match(value, name, _ASSET, "an asset symbol [A-Z][A-Z0-9]{1,15}")
 
     def hex_(self, value: Any, name: str) -> str:
-        return self.match(value, name, _HEX, "lowercase even-length hex")
+        # Round-tripping through bytes is exact (fromhex tolerates spaces and upper case; hex() writes
+        # neither) and ~20x faster than a regex over the 6.6 KB of an ML-DSA-65 signature.
+        if not isinstance(value, str):
+            raise self.fail(f"{name} must be a string")
+        try:
+            ok = bytes.fromhex(value).hex() == value
+        except ValueError:
+            ok = False
+        if not ok:
+            raise self.fail(f"{name} must be lowercase even-length hex")
+        return value
 
     def key(self, value: Any, name: str) -> tuple[str, bytes]:
         key = self.obj(value, name)

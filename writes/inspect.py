@@ -8,6 +8,9 @@ from typing import Any, NamedTuple
 from accelerators.verify import BatchVerifier, Item
 from schemas.canonical import address_of, canonical_bytes, hash_hex
 
+# Chunks small enough that workers start early and finish together, large enough to amortise the pipe.
+VERIFY_CHUNK_TXS = 125
+
 
 class TxCheck(NamedTuple):
     tx_id: str
@@ -18,18 +21,24 @@ class TxCheck(NamedTuple):
 def inspect_txs(txs: Sequence[Mapping[str, Any]], verifier: BatchVerifier) -> list[TxCheck]:
     """txs must already be well formed (schemas.commands.check_tx_shape).
 
-    Ids and addresses are cheap and computed here; signatures (the real cost) go to the verifier in one
-    batch. A tx whose signer does not match its key is not verified: it is rejected either way.
+    Signatures (the real cost) go to the verifier's workers chunk by chunk as soon as each chunk is
+    prepared, and tx ids are computed while they verify. A tx whose signer does not match its key is
+    not verified: it is rejected either way.
     """
-    ids: list[str] = []
     signer_ok: list[bool] = []
-    items: list[Item] = []
+    futures = []
+    chunk: list[Item] = []
     for tx in txs:
-        ids.append(hash_hex(canonical_bytes(tx)))
         alg, pk = tx["key"]["alg"], bytes.fromhex(tx["key"]["pk"])
         ok = address_of(alg, pk) == tx["signer"]
         signer_ok.append(ok)
         if ok:
-            items.append((alg, pk, canonical_bytes(tx, drop_sig=True), tx["sig"]))
-    verdicts = iter(verifier.verify(items))
+            chunk.append((alg, pk, canonical_bytes(tx, drop_sig=True), tx["sig"]))
+        if len(chunk) == VERIFY_CHUNK_TXS:
+            futures.append(verifier.submit(chunk))
+            chunk = []
+    if chunk:
+        futures.append(verifier.submit(chunk))
+    ids = [hash_hex(canonical_bytes(tx)) for tx in txs]
+    verdicts = iter(verifier.collect(futures))
     return [TxCheck(i, ok, ok and next(verdicts)) for i, ok in zip(ids, signer_ok, strict=True)]

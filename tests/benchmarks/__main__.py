@@ -1,0 +1,48 @@
+"""`python -m tests.benchmarks [--only NAME] [--out FILE]`: run benchmarks, print JSON lines, write a JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.benchmarks import ingest
+
+BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
+    "ingest": lambda: ingest.ingest_rate(blocks_n=8, txs_per_block=1000),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHES), help="run only these")
+    parser.add_argument("--out", default="bench-results.json")
+    args = parser.parse_args(argv)
+    results = []
+    for name in args.only or BENCHES:
+        started = time.time()
+        result = BENCHES[name]()
+        result["wall_s"] = round(time.time() - started, 2)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    report = {
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": _cpus()},
+        "results": results,
+    }
+    with open(args.out, "w") as fh:
+        json.dump(report, fh, indent=2)
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
