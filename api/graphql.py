@@ -1,0 +1,254 @@
+"""The GraphQL schema: root fields, their resolvers, limits and error handling.
+
+Root fields (a contract: names and arguments are fixed by issue 2): `head`, `block(height, hash)`,
+`blocks(first, after, proposer)`, `account(address!, atHeight)`, `transactions(address, first, after)`,
+`receipt(txId!)`, `stats(window)`; each also takes `chainId`, defaulting to the read model's default chain.
+`receipt` without `chainId` looks the tx id up on every chain: a tx id already commits to its chain, because the
+signed tx carries `chain_id`.
+
+Arguments are checked (api/args.py) before any read; a bad one is a GraphQL error whose message starts with the
+argument's name and whose `extensions` say `{"code": "BAD_ARGUMENT", "argument": ...}`. Unexpected failures are
+logged and answered as "internal error" without details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import strawberry
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.extensions import (
+    AddValidationRules,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+from strawberry.utils.logging import StrawberryLogger
+
+from api import args, cursors
+from api.gql_types import (
+    BIGINT_SCALAR,
+    Account,
+    BigInt,
+    Block,
+    BlockConnection,
+    BlockEdge,
+    Head,
+    PageInfo,
+    Receipt,
+    Stats,
+    TransactionConnection,
+    TransactionEdge,
+    account_of,
+    block_of,
+    head_of,
+    receipt_of,
+    stats_of,
+    transaction_of,
+)
+from api.reads import Reads
+from schemas import limits
+
+# Parsed documents and validation results kept per distinct query text (bounded: query texts come from clients).
+_QUERY_CACHE_ENTRIES_MAX = 512
+_CLIENT_ERRORS = (args.BadArgument, args.UnknownChain, GraphQLError)
+
+
+@dataclass
+class Context:
+    request: Request | WebSocket
+    response: Response | WebSocket | None
+    reads: Reads
+
+
+Info = strawberry.Info[Context, None]
+ChainArg = Annotated[
+    str | None, strawberry.argument(description="chain to read; defaults to the ledger's default chain")
+]
+FirstArg = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"page size, 1..{limits.PAGE_SIZE_MAX} (default {limits.PAGE_SIZE_DEFAULT})"
+    ),
+]
+AfterArg = Annotated[str | None, strawberry.argument(description="`pageInfo.endCursor` of the previous page")]
+
+
+def _chain_arg(chain_id: str | None) -> str | None:
+    return None if chain_id is None else args.identifier(chain_id, "chainId")
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The canonical tip and the newest finalized block.")
+    async def head(self, info: Info, chain_id: ChainArg = None) -> Head | None:
+        reads, chain_arg = info.context.reads, _chain_arg(chain_id)
+
+        def read() -> Head | None:
+            row = reads.model.head(reads.chain(chain_arg))
+            return None if row is None else head_of(row)
+
+        return await reads.run(read)
+
+    @strawberry.field(description="One canonical block, by exactly one of `height` and `hash`.")
+    async def block(
+        self,
+        info: Info,
+        height: int | None = None,
+        hash_: Annotated[str | None, strawberry.argument(name="hash")] = None,
+        chain_id: ChainArg = None,
+    ) -> Block | None:
+        reads, chain_arg = info.context.reads, _chain_arg(chain_id)
+        at_height, at_hash = args.one_block_key(height, hash_)
+
+        def read() -> Block | None:
+            row = reads.model.block(reads.chain(chain_arg), height=at_height, hash=at_hash)
+            return None if row is None else block_of(row)
+
+        return await reads.run(read)
+
+    @strawberry.field(description="Canonical blocks, newest first; `proposer` filters by node_id.")
+    async def blocks(
+        self,
+        info: Info,
+        first: FirstArg = None,
+        after: AfterArg = None,
+        proposer: str | None = None,
+        chain_id: ChainArg = None,
+    ) -> BlockConnection:
+        reads, chain_arg = info.context.reads, _chain_arg(chain_id)
+        size, before = args.page_size(first), args.block_after(after)
+        node_id = None if proposer is None else args.identifier(proposer, "proposer")
+
+        def read() -> list[dict[str, Any]]:
+            chain = reads.chain(chain_arg)
+            return reads.model.blocks(chain, size + 1, before_height=before, proposer=node_id)
+
+        page = cursors.page_of(await reads.run(read), size, lambda r: cursors.block_cursor(int(r["height"])))
+        return BlockConnection(
+            edges=[BlockEdge(cursor=c, node=block_of(r)) for c, r in page.rows],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
+
+    @strawberry.field(description="Balances per asset and next nonce of an address, now or after `atHeight`.")
+    async def account(
+        self, info: Info, address: str, at_height: int | None = None, chain_id: ChainArg = None
+    ) -> Account:
+        reads, chain_arg = info.context.reads, _chain_arg(chain_id)
+        who, at = args.address(address), args.height(at_height, "atHeight")
+
+        def read() -> Account:
+            return account_of(reads.model.account(reads.chain(chain_arg), who, at_height=at))
+
+        return await reads.run(read)
+
+    @strawberry.field(description="Transactions with their receipts, newest first; `address` filters by party.")
+    async def transactions(
+        self,
+        info: Info,
+        address: str | None = None,
+        first: FirstArg = None,
+        after: AfterArg = None,
+        chain_id: ChainArg = None,
+    ) -> TransactionConnection:
+        reads, chain_arg = info.context.reads, _chain_arg(chain_id)
+        who = None if address is None else args.address(address)
+        size, before = args.page_size(first), args.tx_after(after)
+
+        def read() -> list[dict[str, Any]]:
+            chain = reads.chain(chain_arg)
+            return reads.model.transactions(chain, address=who, first=size + 1, before=before)
+
+        def cursor_of(row: dict[str, Any]) -> str:
+            return cursors.tx_cursor(int(row["height"]), int(row["index"]))
+
+        page = cursors.page_of(await reads.run(read), size, cursor_of)
+        return TransactionConnection(
+            edges=[TransactionEdge(cursor=c, node=transaction_of(r)) for c, r in page.rows],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
+
+    @strawberry.field(description="The receipt of a transaction; without `chainId`, searched on every chain.")
+    async def receipt(self, info: Info, tx_id: str, chain_id: ChainArg = None) -> Receipt | None:
+        reads, chain_arg = info.context.reads, _chain_arg(chain_id)
+        tx = args.hash_hex(tx_id, "txId")
+
+        def read() -> Receipt | None:
+            chain = None if chain_arg is None else reads.chain(chain_arg)
+            row = reads.model.receipt(tx, chain_id=chain)
+            return None if row is None else receipt_of(row)
+
+        return await reads.run(read)
+
+    @strawberry.field(
+        description=f"Totals, and rolling figures over the newest `window` blocks "
+        f"(1..{limits.STATS_WINDOW_MAX}, default {args.STATS_WINDOW_DEFAULT})."
+    )
+    async def stats(self, info: Info, window: int | None = None, chain_id: ChainArg = None) -> Stats:
+        reads, chain_arg = info.context.reads, _chain_arg(chain_id)
+        blocks = args.window(window)
+
+        def read() -> Stats:
+            chain = reads.chain(chain_arg)
+            return stats_of(chain, reads.model.stats(chain, blocks))
+
+        return await reads.run(read)
+
+
+def _is_internal(error: GraphQLError) -> bool:
+    """A resolver failure that is not the client's doing: log it, and do not show its details."""
+    original = error.original_error
+    return original is not None and not isinstance(original, _CLIENT_ERRORS)
+
+
+class _Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Client mistakes (syntax, validation, bad arguments) are answered, not logged.
+        for error in errors:
+            if _is_internal(error):
+                StrawberryLogger.error(error, execution_context)
+
+
+# Built once: a limiter constructed per request would carry new rule classes, and the validation cache,
+# keyed by the rules, would never hit.
+_LIMIT_RULES = [
+    *QueryDepthLimiter(max_depth=limits.GRAPHQL_DEPTH_MAX).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=limits.GRAPHQL_ALIASES_MAX).validation_rules,
+]
+
+
+def build_schema() -> strawberry.Schema:
+    return _Schema(
+        query=Query,
+        config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
+        extensions=[
+            lambda: MaxTokensLimiter(max_token_count=limits.GRAPHQL_TOKENS_MAX),
+            lambda: AddValidationRules(_LIMIT_RULES),
+            lambda: ParserCache(maxsize=_QUERY_CACHE_ENTRIES_MAX),
+            lambda: ValidationCache(maxsize=_QUERY_CACHE_ENTRIES_MAX),
+            lambda: MaskErrors(should_mask_error=_is_internal, error_message="internal error"),
+        ],
+    )
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    """strawberry's ASGI view (GraphiQL on GET from a browser) with the read model in the context."""
+
+    def __init__(self, schema: strawberry.Schema, reads: Reads) -> None:
+        super().__init__(schema, graphql_ide="graphiql")
+        self._reads = reads
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        return Context(request=request, response=response, reads=self._reads)
