@@ -1,0 +1,158 @@
+"""Prometheus metrics of one app: a registry of its own, live figures read at scrape time, intake and HTTP counts.
+
+Exposed:
+  tally_log_position                      gauge    last log position (service.max_position())
+  tally_events_appended_total             counter  events appended to the log (= the log position)
+  tally_projection_position               gauge    projection checkpoint (read_model.position())
+  tally_projection_lag_events             gauge    log position - projection checkpoint
+  tally_follower_position                 gauge    follower.position, when a follower is given
+  tally_follower_lag_events               gauge    follower.lag()
+  tally_follower_<name>_total             counter  each entry of follower.counters(), when it has them
+  tally_metrics_source_up{source}         gauge    1 when reading log / projection / follower worked
+  tally_commands_total{kind,status,reason} counter  commands answered at intake
+  tally_http_request_duration_seconds{route,method,status}  histogram
+
+The live figures come from a custom collector, so nothing polls in the background and a scrape shows the values
+of the moment. Reading them is blocking I/O: render the exposition off the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+# Label values that clients control are bucketed, so a client cannot grow the label set without bound.
+COMMAND_KINDS = frozenset({"genesis", "block", "vote"})
+HTTP_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
+OTHER = "other"
+NONE = "none"
+_REASON_RE = re.compile(r"[a-z_]{1,64}")
+_COUNTER_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Seconds; from a cached GraphQL lookup (~1 ms) up to a full block of 1,000 ML-DSA transfers (seconds).
+HTTP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class PositionSource(Protocol):
+    def max_position(self) -> int: ...
+
+
+class ProjectionSource(Protocol):
+    def position(self) -> int: ...
+
+
+def command_labels(result: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(kind, status, reason) of one intake result, with client-controlled values bucketed."""
+    kind = result.get("kind")
+    reason = result.get("reason")
+    return (
+        kind if kind in COMMAND_KINDS else (NONE if kind is None else OTHER),
+        "accepted" if result.get("status") == "accepted" else "rejected",
+        reason if isinstance(reason, str) and _REASON_RE.fullmatch(reason) else NONE,
+    )
+
+
+def _read(source: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception:  # a scrape must still answer when one source is down; it says so in *_source_up
+        log.warning("metrics: reading the %s failed", source, exc_info=True)
+        return None
+
+
+class LedgerCollector(Collector):
+    """Reads positions and lags when scraped."""
+
+    def __init__(self, service: PositionSource, read_model: ProjectionSource, follower: Any = None) -> None:
+        self._service = service
+        self._read_model = read_model
+        self._follower = follower
+
+    def describe(self) -> list[Metric]:
+        # Live values: nothing to read at registration time.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("tally_metrics_source_up", "1 when the source could be read", labels=["source"])
+        log_position = _read("log", self._service.max_position)
+        projection = _read("projection", self._read_model.position)
+        up.add_metric(["log"], float(log_position is not None))
+        up.add_metric(["projection"], float(projection is not None))
+        if log_position is not None:
+            yield GaugeMetricFamily("tally_log_position", "last position of the event log", value=log_position)
+            yield CounterMetricFamily(
+                "tally_events_appended", "events appended to the log", value=log_position
+            )
+        if projection is not None:
+            yield GaugeMetricFamily(
+                "tally_projection_position", "projection checkpoint (last fully written position)",
+                value=projection,
+            )
+        if log_position is not None and projection is not None:
+            yield GaugeMetricFamily(
+                "tally_projection_lag_events", "log events not yet projected",
+                value=max(log_position - projection, 0),
+            )
+        if self._follower is not None:
+            ok = True
+            for metric in self._follower_metrics():
+                ok = ok and metric is not None
+                if metric is not None:
+                    yield metric
+            up.add_metric(["follower"], float(ok))
+        yield up
+
+    def _follower_metrics(self) -> Iterator[Metric | None]:
+        follower = self._follower
+        position = _read("follower position", lambda: follower.position)
+        yield None if position is None else GaugeMetricFamily(
+            "tally_follower_position", "last log position the follower projected", value=position
+        )
+        lag = _read("follower lag", follower.lag)
+        yield None if lag is None else GaugeMetricFamily(
+            "tally_follower_lag_events", "log events the follower has not projected yet", value=lag
+        )
+        counters = getattr(follower, "counters", None)
+        if counters is None:
+            return
+        values = _read("follower counters", counters if callable(counters) else lambda: counters)
+        if values is None:
+            yield None
+            return
+        for name, value in sorted(values.items()):
+            if _COUNTER_NAME_RE.fullmatch(name):
+                name = name.removesuffix("_total")
+                yield CounterMetricFamily(f"tally_follower_{name}", f"follower counter {name}", value=value)
+
+
+class Metrics:
+    """One app's metrics. `render()` reads live values: call it in a worker thread."""
+
+    def __init__(self, service: PositionSource, read_model: ProjectionSource, follower: Any = None) -> None:
+        self.registry = CollectorRegistry()
+        self._commands = Counter(
+            "tally_commands", "commands answered at intake", ["kind", "status", "reason"],
+            registry=self.registry,
+        )
+        self._http = Histogram(
+            "tally_http_request_duration_seconds", "HTTP request duration, by route",
+            ["route", "method", "status"], buckets=HTTP_BUCKETS_S, registry=self.registry,
+        )
+        self.registry.register(LedgerCollector(service, read_model, follower))
+
+    def count_command(self, result: Mapping[str, Any]) -> None:
+        self._commands.labels(*command_labels(result)).inc()
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        shown_method = method if method in HTTP_METHODS else OTHER
+        self._http.labels(route, shown_method, str(status)).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
