@@ -139,7 +139,7 @@ def check_block_shape(block: Mapping[str, Any]) -> None:
     c = Checker("malformed_block", "block")
     c.fields(block, BLOCK_FIELDS)
     c.ident(block["chain_id"], "chain_id")
-    c.int_(block["height"], "height", minimum=1)
+    c.int_(block["height"], "height")  # height 0 is well formed: bad_height, after the parent checks
     c.hash_(block["parent"], "parent")
     c.ident(block["proposer"], "proposer")
     c.int_(block["timestamp_ms"], "timestamp_ms")
