@@ -1,8 +1,9 @@
 """`POST /v1/commands`: one JSON command or a JSON array of commands in, one result per command out.
 
-200: the service's result dict for a single command, or a list of them (each with its `index`) for an array. A
-command holding a value DOMAIN.md forbids (a fraction or exponent, NaN/Infinity, a duplicate key, a lone
-surrogate) is answered `malformed_command` without reaching the service; the others are still submitted.
+200: the service's result dict for a single command, or a list of them (each with its `index`) for an array.
+Numbers that are not integers (fractions, exponents, NaN, Infinity) reach the service as floats, and it refuses
+them with DOMAIN.md's reason for their place, as it would in-process. A command with a repeated key or a lone
+surrogate escape is answered `malformed_command` without reaching the service; the others are still submitted.
 400 `malformed_command`: the body is not JSON at all, or is neither an object nor an array.
 413 `payload_too_large`: the body exceeds `settings.request_bytes_max` (declared Content-Length or bytes actually
 read, so a chunked body cannot slip past), or the array holds more than `COMMANDS_PER_REQUEST_MAX` commands.
@@ -59,7 +60,7 @@ def _malformed(command: Any, problem: str) -> dict[str, Any]:
 
 
 def _describe(value: Any) -> str:
-    names = {str: "a string", bool: "a boolean", int: "a number", type(None): "null"}
+    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
     return names.get(type(value), "a value of another type")
 
 

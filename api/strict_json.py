@@ -1,12 +1,16 @@
-"""Strict JSON for commands: integers only, no NaN or Infinity, no duplicate keys, valid UTF-8 and Unicode.
+"""Strict JSON for commands: exact integers, no duplicate keys, valid UTF-8 and Unicode.
 
-DOMAIN.md: numbers are JSON integers parsed exactly (Python's json already keeps big integers exact); a fraction
-or an exponent is refused, not rounded. Duplicate keys are refused because parsers disagree on which one wins,
-and a signature must cover exactly one reading of the object.
+Numbers: DOMAIN.md wants integers parsed exactly (Python's json keeps big integers exact) and a fraction or an
+exponent refused. A non-integer number is handed on as a Python `float`, which is never a JSON integer to the
+ledger's checks (schemas/commands.py): the service refuses it with the reason DOMAIN.md gives for the place it
+sits in (`malformed_block`, `malformed_tx`, `malformed_vote`, `invalid_genesis`) and a message naming the field,
+exactly as it answers the same command submitted in-process. NaN and Infinity are handed on the same way.
 
-Two levels of failure. A body that is not JSON at all raises `StrictJSONError`. A forbidden value inside
-otherwise valid JSON is replaced by an `Unacceptable` marker, so that only the command holding it is malformed
-and the other commands of an array are still answered one by one. Pure: bytes in, `Document` out.
+Duplicate keys have no single reading (parsers disagree on which one wins, and a signature must cover exactly
+one), and a lone surrogate escape is not Unicode. A repeated key replaces its object by an `Unacceptable`
+marker; `problem_in` finds markers and lone surrogates, so that only the command holding one is
+`malformed_command` and the other commands of an array are still answered one by one.
+A body that is not JSON at all raises `StrictJSONError`. Pure: bytes in, `Document` out.
 """
 
 from __future__ import annotations
@@ -44,12 +48,9 @@ def _shown(text: str) -> str:
     return text if len(text) <= _SHOWN_CHARS_MAX else text[:_SHOWN_CHARS_MAX] + "..."
 
 
-def _fraction(text: str) -> Unacceptable:
-    return Unacceptable(f"number {_shown(text)} is not an integer: fractions and exponents are not allowed")
-
-
-def _constant(name: str) -> Unacceptable:
-    return Unacceptable(f"{name} is not a JSON number: numbers must be integers")
+def _constant(name: str) -> float:
+    # NaN, Infinity, -Infinity: not JSON, but refused by the ledger like any other non-integer number.
+    return float(name)
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any] | Unacceptable:
@@ -86,8 +87,8 @@ def loads(body: bytes) -> Document:
     try:
         value = json.loads(
             text,
-            parse_float=lambda s: mark(_fraction(s)),
-            parse_constant=lambda s: mark(_constant(s)),
+            parse_float=float,
+            parse_constant=_constant,
             object_pairs_hook=on_object,
         )
     except json.JSONDecodeError as exc:
