@@ -179,7 +179,8 @@ def test_submit_against_tally_up(tally_up: str, tmp_path: Path) -> None:
 
     chain = build_chain(SEED, blocks=3, txs_per_block=10, rng=random.Random(2))
     commands = chain.commands
-    bad_root = {**commands[1], "tx_root": "00" * 32}  # a block whose tx_root lies: refused whole
+    # a signed header whose tx_root does not match the txs carried (one dropped): refused whole
+    bad_root = {**commands[1], "txs": commands[1]["txs"][:-1]}
     path = tmp_path / "chain.jsonl"
     lines = [json.dumps(c) for c in commands[:1]] + ["", json.dumps(bad_root), "{not json"]
     lines += [json.dumps(c) for c in commands[1:]]
