@@ -1,0 +1,213 @@
+-- Read-side tables of the ledger log (issue 2: genesis, blocks, transfers, votes, finality).
+--
+-- Every table carries `chain_id` (one log serves several chains) and, as its last column, `position`: the log
+-- position (notification id) of the event that wrote the row. The sink inserts a batch's rows and only then
+-- its checkpoint; on start it deletes every row past the checkpoint, so a crash between two inserts neither
+-- loses nor doubles a row. ReplacingMergeTree keys are each row's identity, so a duplicate delivery from an
+-- at-least-once path collapses on merge; no query relies on merges having happened. Rows written by
+-- different positions never share a sort key: a merge must not replace a checkpointed row with one that a
+-- restart would then delete as uncheckpointed.
+--
+-- Amounts are UInt64 (each figure is < 2**63), signed changes and totals Int128 (sums may pass 2**63).
+-- Statements are separated by ';' (projections/store.py splits on it): no ';' inside a comment or a literal.
+
+-- One row per accepted genesis; chains are listed in genesis (log) order.
+CREATE TABLE IF NOT EXISTS chains
+(
+    chain_id     LowCardinality(String),
+    genesis_hash String,
+    timestamp_ms UInt64,
+    params       String,  -- canonical JSON of the genesis params, defaults filled
+    position     UInt64
+)
+ENGINE = ReplacingMergeTree(position)
+ORDER BY chain_id;
+
+-- One row per applied block, the genesis block (height 0) included.
+CREATE TABLE IF NOT EXISTS blocks
+(
+    chain_id       LowCardinality(String),
+    height         UInt64,
+    hash           String,
+    parent         String,
+    proposer       String,
+    operator       String,
+    timestamp_ms   UInt64,
+    tx_root        String,
+    tx_count       UInt32,
+    applied_count  UInt32,
+    rejected_count UInt32,
+    reward         UInt64,
+    fees           UInt64,
+    position       UInt64,
+    -- Lookups by hash and by proposer are not on the sort key; these let them skip granules.
+    INDEX blocks_hash hash TYPE bloom_filter GRANULARITY 1,
+    INDEX blocks_proposer proposer TYPE bloom_filter GRANULARITY 1
+)
+ENGINE = ReplacingMergeTree(position)
+ORDER BY (chain_id, height, hash);
+
+-- Every tx of every applied block with its receipt. `from_address`/`to_address`/`asset`/`amount` are the
+-- transfer's; other kinds fill what they have (empty / 0). `nonce` is NULL for kinds without one.
+CREATE TABLE IF NOT EXISTS transactions
+(
+    chain_id     LowCardinality(String),
+    height       UInt64,
+    tx_index     UInt32,
+    block_hash   String,
+    tx_id        String,
+    kind         LowCardinality(String),
+    signer       String,
+    from_address String,
+    to_address   String,
+    asset        LowCardinality(String),
+    amount       UInt64,
+    fee          UInt64,
+    nonce        Nullable(UInt64),
+    status       LowCardinality(String),
+    reason       LowCardinality(String),
+    position     UInt64
+)
+ENGINE = ReplacingMergeTree(position)
+ORDER BY (chain_id, height, tx_index, block_hash);
+
+-- Receipts by tx_id: a tx may be included more than once (a replay is rejected), so one tx_id can have
+-- several rows; the read side picks DOMAIN.md's one (applied, else the latest rejected).
+CREATE TABLE IF NOT EXISTS receipts
+(
+    tx_id      String,
+    chain_id   LowCardinality(String),
+    height     UInt64,
+    tx_index   UInt32,
+    block_hash String,
+    status     LowCardinality(String),
+    reason     LowCardinality(String),
+    position   UInt64
+)
+ENGINE = ReplacingMergeTree(position)
+ORDER BY (tx_id, chain_id, height, tx_index, block_hash);
+
+-- Which txs touch an address (as signer, sender or recipient): one row per distinct address per tx, so an
+-- account's history is a range scan, newest first.
+CREATE TABLE IF NOT EXISTS account_txs
+(
+    chain_id   LowCardinality(String),
+    address    String,
+    height     UInt64,
+    tx_index   UInt32,
+    block_hash String,
+    position   UInt64
+)
+ENGINE = ReplacingMergeTree(position)
+ORDER BY (chain_id, address, height, tx_index, block_hash);
+
+-- Net balance change per (address, asset) per block: a balance after height h is sum(delta) over
+-- height <= h. Genesis allocations are deltas at height 0. A revert (reorg issue) adds the negated rows at a
+-- later position, which is why `position` is part of the identity.
+CREATE TABLE IF NOT EXISTS balance_deltas
+(
+    chain_id LowCardinality(String),
+    address  String,
+    asset    LowCardinality(String),
+    height   UInt64,
+    delta    Int128,
+    position UInt64
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (chain_id, address, asset, height, position)
+SETTINGS index_granularity = 1024;
+
+-- Next nonce of an account after a block that changed it: the nonce at height h is the value of the greatest
+-- (height, position) with height <= h (a revert writes the restored value at a later position).
+CREATE TABLE IF NOT EXISTS nonces
+(
+    chain_id   LowCardinality(String),
+    address    String,
+    height     UInt64,
+    next_nonce UInt64,
+    position   UInt64
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (chain_id, address, height, position)
+SETTINGS index_granularity = 1024;
+
+CREATE TABLE IF NOT EXISTS votes
+(
+    chain_id   LowCardinality(String),
+    height     UInt64,
+    block_hash String,
+    node_id    String,
+    position   UInt64
+)
+ENGINE = ReplacingMergeTree(position)
+ORDER BY (chain_id, height, block_hash, node_id);
+
+-- One row per block made final, ancestors included; `position` is the finalizing event's, and the head
+-- figures are the canonical head when it happened (so finality delay is a fact of the log). The genesis block
+-- is final by definition: its row has head_height 0 and its own timestamp.
+CREATE TABLE IF NOT EXISTS finality
+(
+    chain_id          LowCardinality(String),
+    height            UInt64,
+    hash              String,
+    head_height       UInt64,
+    head_timestamp_ms UInt64,
+    voting_stake      UInt128,
+    total_stake       UInt128,
+    position          UInt64
+)
+ENGINE = ReplacingMergeTree(position)
+ORDER BY (chain_id, height, hash);
+
+-- Supply and activity per (block, asset): minted - burned summed over blocks is the supply (for CELL it
+-- includes bonded stake: genesis stakes are minted at height 0); volume and fees are summed for `stats`.
+CREATE TABLE IF NOT EXISTS asset_flows
+(
+    chain_id LowCardinality(String),
+    height   UInt64,
+    asset    LowCardinality(String),
+    minted   Int128,
+    burned   Int128,
+    volume   Int128,
+    fees     Int128,
+    position UInt64
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (chain_id, asset, height, position);
+
+-- The chain's pointers: kind 'head' (the canonical tip) and 'finalized' (the newest final block). The row
+-- with the greatest position of each kind is current (a read-in-order scan of one granule). It is written
+-- last in every batch: a reader that sees a head sees every row up to it.
+CREATE TABLE IF NOT EXISTS chain_head
+(
+    chain_id     LowCardinality(String),
+    kind         LowCardinality(String),
+    height       UInt64,
+    hash         String,
+    timestamp_ms UInt64,
+    position     UInt64
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (chain_id, kind, position);
+
+-- Events the projector could not decode or project: kept as data (never a crashed follower), so that an
+-- operator sees them and a fixed projector can replay them.
+CREATE TABLE IF NOT EXISTS projection_errors
+(
+    chain_id LowCardinality(String),
+    topic    String,
+    error    String,
+    position UInt64
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (position, chain_id);
+
+-- The last position whose rows are all written, per projector; written after the rows of its batch.
+CREATE TABLE IF NOT EXISTS checkpoints
+(
+    projector  LowCardinality(String),
+    position   UInt64,
+    written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(position)
+ORDER BY projector;

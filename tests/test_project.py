@@ -1,0 +1,136 @@
+"""project(): literal events in, literal rows out; no engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from projections.project import COLUMNS, project, project_error
+from schemas.canonical import EMPTY_ROOT, ZERO_HASH, tx_id
+from schemas.events import LOG_ID, BlockApplied, BlockFinalized, GenesisAccepted, VoteAccepted
+
+A, B, C, OP = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40, "0x" + "0" * 39 + "1"
+G, H1 = "1" * 64, "2" * 64
+ENVELOPE: dict[str, Any] = {"originator_id": LOG_ID, "prev_hash": ZERO_HASH, "schema_version": 1}
+
+
+def _genesis() -> GenesisAccepted:
+    return GenesisAccepted(
+        originator_version=1, timestamp=GenesisAccepted.create_timestamp(), chain_id="alpha", block_hash=G,
+        genesis={}, params={"min_stake": 10}, timestamp_ms=1_000, allocations=[[A, 700], [B, 300], [C, 0]],
+        validators=[{"node_id": "n1", "operator": OP, "stake": 2**62}, {"node_id": "n2", "operator": OP,
+                                                                        "stake": 2**62}],
+        relayers=[], **ENVELOPE,
+    )
+
+
+def test_genesis_rows() -> None:
+    rows = project(1, _genesis())
+    assert rows == {
+        "chains": [("alpha", G, 1_000, '{"min_stake":10}', 1)],
+        "blocks": [("alpha", 0, G, ZERO_HASH, "", "", 1_000, EMPTY_ROOT, 0, 0, 0, 0, 0, 1)],
+        "balance_deltas": [("alpha", A, "CELL", 0, 700, 1), ("alpha", B, "CELL", 0, 300, 1)],
+        # Stakes are minted (bonded); the total passes 2**63, which is why supply columns are Int128.
+        "asset_flows": [("alpha", 0, "CELL", 1_000 + 2**63, 0, 0, 0, 1)],
+        "finality": [("alpha", 0, G, 0, 1_000, 2**63, 2**63, 1)],
+        "chain_head": [("alpha", "head", 0, G, 1_000, 1), ("alpha", "finalized", 0, G, 1_000, 1)],
+    }
+
+
+def _transfer(sender: str, to: str, amount: int, fee: int, nonce: int, asset: str = "CELL") -> dict[str, Any]:
+    return {"kind": "transfer", "chain_id": "alpha", "signer": sender, "key": {}, "from": sender, "to": to,
+            "asset": asset, "amount": amount, "fee": fee, "nonce": nonce, "sig": ""}
+
+
+def test_block_rows() -> None:
+    t1, t2, t3 = _transfer(A, B, 100, 5, 0), _transfer(B, C, 10**9, 0, 0), _transfer(A, A, 7, 1, 1)
+    ids = [tx_id(t) for t in (t1, t2, t3)]
+    event = BlockApplied(
+        originator_version=2, timestamp=BlockApplied.create_timestamp(), chain_id="alpha", block_hash=H1,
+        height=1, parent=G, proposer="n1", operator=OP, timestamp_ms=3_000,
+        block={"txs": [t1, t2, t3], "tx_root": "f" * 64}, tx_ids=ids,
+        receipts=[["applied", ""], ["rejected", "insufficient_funds"], ["applied", ""]],
+        effects={
+            "balances": [[A, "CELL", -106], [B, "CELL", 100], [OP, "CELL", 2_000_006]],
+            "nonces": [[A, 0, 2]], "reward": 2_000_000, "fees": 6, "minted": 2_000_000, "burned": 0,
+            "releases": [], "volume": [["CELL", 107]],
+        },
+        **ENVELOPE,
+    )
+    rows = project(2, event)
+    assert rows["blocks"] == [("alpha", 1, H1, G, "n1", OP, 3_000, "f" * 64, 3, 2, 1, 2_000_000, 6, 2)]
+    assert rows["transactions"] == [
+        ("alpha", 1, 0, H1, ids[0], "transfer", A, A, B, "CELL", 100, 5, 0, "applied", "", 2),
+        ("alpha", 1, 1, H1, ids[1], "transfer", B, B, C, "CELL", 10**9, 0, 0, "rejected", "insufficient_funds", 2),
+        ("alpha", 1, 2, H1, ids[2], "transfer", A, A, A, "CELL", 7, 1, 1, "applied", "", 2),
+    ]
+    assert rows["receipts"] == [
+        (ids[0], "alpha", 1, 0, H1, "applied", "", 2),
+        (ids[1], "alpha", 1, 1, H1, "rejected", "insufficient_funds", 2),
+        (ids[2], "alpha", 1, 2, H1, "applied", "", 2),
+    ]
+    # One row per distinct party: a self-transfer touches one account.
+    assert rows["account_txs"] == [
+        ("alpha", A, 1, 0, H1, 2), ("alpha", B, 1, 0, H1, 2),
+        ("alpha", B, 1, 1, H1, 2), ("alpha", C, 1, 1, H1, 2),
+        ("alpha", A, 1, 2, H1, 2),
+    ]
+    assert rows["balance_deltas"] == [
+        ("alpha", A, "CELL", 1, -106, 2), ("alpha", B, "CELL", 1, 100, 2), ("alpha", OP, "CELL", 1, 2_000_006, 2),
+    ]
+    assert rows["nonces"] == [("alpha", A, 1, 2, 2)]
+    assert rows["asset_flows"] == [("alpha", 1, "CELL", 2_000_000, 0, 107, 6, 2)]
+    assert rows["chain_head"] == [("alpha", "head", 1, H1, 3_000, 2)]
+
+
+def test_block_volume_of_other_assets_has_its_own_rows() -> None:
+    event = BlockApplied(
+        originator_version=2, timestamp=BlockApplied.create_timestamp(), chain_id="alpha", block_hash=H1,
+        height=1, parent=G, proposer="n1", operator=OP, timestamp_ms=3_000, block={"txs": [], "tx_root": ""},
+        tx_ids=[], receipts=[],
+        effects={"balances": [], "nonces": [], "reward": 0, "fees": 0, "minted": 0, "burned": 0, "releases": [],
+                 "volume": [["USDQ", 5], ["BTCQ", 9]]},
+        **ENVELOPE,
+    )
+    assert project(2, event)["asset_flows"] == [
+        ("alpha", 1, "CELL", 0, 0, 0, 0, 2), ("alpha", 1, "BTCQ", 0, 0, 9, 0, 2), ("alpha", 1, "USDQ", 0, 0, 5, 0, 2),
+    ]
+
+
+def test_vote_and_finality_rows() -> None:
+    vote = VoteAccepted(
+        originator_version=3, timestamp=VoteAccepted.create_timestamp(), chain_id="alpha", node_id="n2",
+        height=1, block_hash=H1, vote={}, **ENVELOPE,
+    )
+    assert project(3, vote) == {"votes": [("alpha", 1, H1, "n2", 3)]}
+    final = BlockFinalized(
+        originator_version=4, timestamp=BlockFinalized.create_timestamp(), chain_id="alpha", block_hash=H1,
+        height=2, voting_stake=20, total_stake=30, finalized=[[1, G], [2, H1]], head_height=3,
+        head_timestamp_ms=9_000, **ENVELOPE,
+    )
+    assert project(4, final) == {
+        "finality": [("alpha", 1, G, 3, 9_000, 20, 30, 4), ("alpha", 2, H1, 3, 9_000, 20, 30, 4)],
+        "chain_head": [("alpha", "finalized", 2, H1, 0, 4)],
+    }
+
+
+def test_rows_match_columns_and_name_their_position() -> None:
+    for table, rows in project(9, _genesis()).items():
+        for row in rows:
+            assert len(row) == len(COLUMNS[table]) and row[-1] == 9 and COLUMNS[table][-1] == "position"
+
+
+def test_deterministic() -> None:
+    assert project(1, _genesis()) == project(1, _genesis())
+
+
+def test_unknown_kind_raises_and_errors_are_rows() -> None:
+    class Other(VoteAccepted):
+        KIND = "validator_enrolled"
+
+    event = Other(originator_version=5, timestamp=Other.create_timestamp(), chain_id="alpha", node_id="n",
+                  height=1, block_hash=H1, vote={}, **ENVELOPE)
+    with pytest.raises(KeyError):
+        project(5, event)
+    assert project_error(5, "t", "x" * 5_000, "alpha") == {"projection_errors": [("alpha", "t", "x" * 2_000, 5)]}
