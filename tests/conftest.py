@@ -333,7 +333,13 @@ def event_log() -> EventLog:
     return EventLog()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def event_log_class() -> type[EventLog]:
+    """EventLog itself, for module-scoped fixtures (conftest is not importable)."""
+    return EventLog
+
+
+@pytest.fixture(scope="session")
 def make_transfer() -> Callable[..., dict[str, Any]]:
     """transfer_tx(chain_id, sender, to, amount, fee=, nonce=, asset=) as a fixture (conftest is not imported)."""
     return transfer_tx
