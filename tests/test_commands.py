@@ -9,7 +9,7 @@ import pytest
 from schemas import build, commands
 from schemas.limits import AMOUNT_MAX, PARAM_DEFAULTS
 from schemas.reasons import Rejection
-from tests.conftest import ACCOUNTS, ALICE, BOB, CHAIN_ID, FUNDS, STAKE, genesis_command, keypair, validators
+from tests.chain import ACCOUNTS, ALICE, BOB, CHAIN_ID, FUNDS, STAKE, genesis_command, keypair, validators
 from tests.malformed import BLOCK_CASES, COMMAND_CASES, GENESIS_CASES, TX_CASES, VOTE_CASES, Case
 
 PARENT = "ab" * 32
