@@ -138,8 +138,8 @@ class Stats:
     rolling_tps: float | None
     rolling_block_time_ms: float | None
     window_blocks: int
-    finality_delay_ms: float | None
-    finality_delay_blocks: int | None
+    finality_delay_ms: float | None = strawberry.field(description="mean, over blocks of the window made final")
+    finality_delay_blocks: float | None = strawberry.field(description="mean, over blocks of the window made final")
     last_block_height: int | None
     last_block_timestamp_ms: BigInt | None
 
@@ -283,7 +283,7 @@ def stats_of(chain_id: str, row: Mapping[str, Any]) -> Stats:
         rolling_block_time_ms=_opt_float(row.get("rolling_block_time_ms")),
         window_blocks=_int(row["window_blocks"]),
         finality_delay_ms=_opt_float(row.get("finality_delay_ms")),
-        finality_delay_blocks=_opt_int(row.get("finality_delay_blocks")),
+        finality_delay_blocks=_opt_float(row.get("finality_delay_blocks")),
         last_block_height=_opt_int(row.get("last_block_height")),
         last_block_timestamp_ms=None if last_ts is None else BigInt(last_ts),
     )

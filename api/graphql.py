@@ -132,7 +132,10 @@ class Query:
 
         def read() -> list[dict[str, Any]]:
             chain = reads.chain(chain_arg)
-            return reads.model.blocks(chain, size + 1, before_height=before, proposer=node_id)
+            rows = reads.model.blocks(chain, size + 1, before_height=before, proposer=node_id)
+            if len(rows) == size:  # no probe row: the read model may cap a page at PAGE_SIZE_MAX; ask once more
+                rows += reads.model.blocks(chain, 1, before_height=int(rows[-1]["height"]), proposer=node_id)
+            return rows
 
         page = cursors.page_of(await reads.run(read), size, lambda r: cursors.block_cursor(int(r["height"])))
         return BlockConnection(
@@ -148,7 +151,11 @@ class Query:
         who, at = args.address(address), args.height(at_height, "atHeight")
 
         def read() -> Account:
-            return account_of(reads.model.account(reads.chain(chain_arg), who, at_height=at))
+            chain = reads.chain(chain_arg)
+            row = reads.model.account(chain, who, at_height=at)
+            if row is None:  # the chain has no head yet
+                raise args.UnknownChain(f"chainId: chain {chain!r} has no blocks projected yet")
+            return account_of(row)
 
         return await reads.run(read)
 
@@ -167,7 +174,11 @@ class Query:
 
         def read() -> list[dict[str, Any]]:
             chain = reads.chain(chain_arg)
-            return reads.model.transactions(chain, address=who, first=size + 1, before=before)
+            rows = reads.model.transactions(chain, address=who, first=size + 1, before=before)
+            if len(rows) == size:  # no probe row: the read model may cap a page at PAGE_SIZE_MAX; ask once more
+                last = (int(rows[-1]["height"]), int(rows[-1]["index"]))
+                rows += reads.model.transactions(chain, address=who, first=1, before=last)
+            return rows
 
         def cursor_of(row: dict[str, Any]) -> str:
             return cursors.tx_cursor(int(row["height"]), int(row["index"]))

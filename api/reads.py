@@ -46,16 +46,20 @@ class Reads:
     def __init__(self, model: ReadModel) -> None:
         self.model = model
         # Chains are only ever added (a genesis is never reverted), so a name seen once stays valid:
-        # the read model is asked for the list again only when a name is not in this set.
+        # the read model is asked for the list again only when a name is not in this set. The default chain
+        # is the one whose genesis came first (docs/decisions.md), so once known it never changes either;
+        # caching it saves a query (several ms on chdb) on every request that names no chain.
         self._known_chains: set[str] = set()
+        self._default_chain: str | None = None
 
     def chain(self, chain_id: str | None) -> str:
         """The chain a query reads: the one asked for if it exists, else the read model's default. Blocking."""
         if chain_id is None:
-            default = self.model.default_chain()
-            if default is None:
+            if self._default_chain is None:
+                self._default_chain = self.model.default_chain()
+            if self._default_chain is None:
                 raise UnknownChain("chainId: no chain yet (no genesis has been accepted)")
-            return default
+            return self._default_chain
         if chain_id not in self._known_chains:
             self._known_chains.update(self.model.chains())
             if chain_id not in self._known_chains:

@@ -37,7 +37,8 @@ def tx_id(chain: str, height: int, index: int) -> str:
 class FakeReadModel:
     """Two chains; every block above 0 holds an applied transfer A->B and a rejected one B->C."""
 
-    def __init__(self) -> None:
+    def __init__(self, page_cap: int = limits.PAGE_SIZE_MAX) -> None:
+        self.page_cap = page_cap  # like the real read model, never more rows than this per call
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.fail: str | None = None
         self.checkpoint = 0
@@ -104,7 +105,7 @@ class FakeReadModel:
             if (before_height is None or b["height"] < before_height)
             and (proposer is None or b["proposer"] == proposer)
         ]
-        return rows[:first]
+        return rows[: min(first, self.page_cap)]
 
     def account(self, chain_id: str, address: str, at_height: int | None = None) -> dict[str, Any]:
         self._call("account", chain_id, address, at_height)
@@ -121,7 +122,7 @@ class FakeReadModel:
             if (before is None or (t["height"], t["index"]) < before)
             and (address is None or address in (t["from"], t["to"]))
         ]
-        return rows[:first]
+        return rows[: min(first, self.page_cap)]
 
     def receipt(self, tx_id: str, chain_id: str | None = None) -> dict[str, Any] | None:
         self._call("receipt", tx_id, chain_id)
@@ -139,7 +140,7 @@ class FakeReadModel:
             "volume": [{"asset": "CELL", "amount": 2**70}], "fees": [{"asset": "CELL", "amount": 240}],
             "supply": [{"asset": "CELL", "amount": 10**20}], "rolling_tps": 1.5,
             "rolling_block_time_ms": 1000.0, "window_blocks": min(window, BLOCKS),
-            "finality_delay_ms": 2000, "finality_delay_blocks": 2, "last_block_height": BLOCKS - 1,
+            "finality_delay_ms": 2000, "finality_delay_blocks": 1.5, "last_block_height": BLOCKS - 1,
             "last_block_timestamp_ms": 1_700_000_024_000,
         }
 
@@ -309,6 +310,17 @@ def test_blocks_walk_visits_every_block_once_newest_first(client: Client, first:
     assert all(len(page) == first for page in pages[:-1])
 
 
+@pytest.mark.parametrize("first", [5, 6])
+def test_walks_survive_a_read_model_that_caps_its_pages(first: int) -> None:
+    # The real read model never returns more than PAGE_SIZE_MAX rows, so at first=PAGE_SIZE_MAX the probe
+    # row is missing; the API asks once more instead of ending the walk early.
+    client = Client(create_app(FakeReadModel(page_cap=first), IdleService()))
+    heights = [b["height"] for page in walk(client, BLOCKS_QUERY, "blocks", first=first) for b in page]
+    assert heights == list(range(BLOCKS - 1, -1, -1))
+    keys = [(t["height"], t["index"]) for page in walk(client, TXS_QUERY, "transactions", first=first) for t in page]
+    assert keys == [(h, i) for h in range(BLOCKS - 1, 0, -1) for i in (1, 0)]
+
+
 def test_blocks_walk_by_proposer_on_another_chain(client: Client) -> None:
     pages = walk(client, BLOCKS_QUERY, "blocks", first=3, proposer="node-2", chainId=OTHER_CHAIN)
     nodes = [b for page in pages for b in page]
@@ -458,7 +470,7 @@ def test_stats_default_and_given_window(client: Client, model: FakeReadModel) ->
         "volume": [{"asset": "CELL", "amount": str(2**70)}], "fees": [{"asset": "CELL", "amount": "240"}],
         "supply": [{"asset": "CELL", "amount": str(10**20)}], "rollingTps": 1.5,
         "rollingBlockTimeMs": 1000.0, "windowBlocks": BLOCKS, "finalityDelayMs": 2000.0,
-        "finalityDelayBlocks": 2, "lastBlockHeight": BLOCKS - 1, "lastBlockTimestampMs": "1700000024000",
+        "finalityDelayBlocks": 1.5, "lastBlockHeight": BLOCKS - 1, "lastBlockTimestampMs": "1700000024000",
     }
     assert data(client, "{ stats(window: 10) { windowBlocks } }") == {"stats": {"windowBlocks": 10}}
     assert ("stats", (CHAIN, 10)) in model.calls
