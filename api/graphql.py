@@ -82,6 +82,9 @@ FirstArg = Annotated[
     ),
 ]
 AfterArg = Annotated[str | None, strawberry.argument(description="`pageInfo.endCursor` of the previous page")]
+HeightArg = Annotated[int | None, strawberry.argument(description="block height (0 is the genesis)")]
+HashArg = Annotated[str | None, strawberry.argument(name="hash", description="block hash, 64 lowercase hex")]
+AddressArg = Annotated[str, strawberry.argument(description="0x + 40 lowercase hex")]
 
 
 def _chain_arg(chain_id: str | None) -> str | None:
@@ -104,8 +107,8 @@ class Query:
     async def block(
         self,
         info: Info,
-        height: int | None = None,
-        hash_: Annotated[str | None, strawberry.argument(name="hash")] = None,
+        height: HeightArg = None,
+        hash_: HashArg = None,
         chain_id: ChainArg = None,
     ) -> Block | None:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
@@ -123,7 +126,7 @@ class Query:
         info: Info,
         first: FirstArg = None,
         after: AfterArg = None,
-        proposer: str | None = None,
+        proposer: Annotated[str | None, strawberry.argument(description="node_id of the proposer")] = None,
         chain_id: ChainArg = None,
     ) -> BlockConnection:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
@@ -145,7 +148,13 @@ class Query:
 
     @strawberry.field(description="Balances per asset and next nonce of an address, now or after `atHeight`.")
     async def account(
-        self, info: Info, address: str, at_height: int | None = None, chain_id: ChainArg = None
+        self,
+        info: Info,
+        address: AddressArg,
+        at_height: Annotated[
+            int | None, strawberry.argument(description="read the state after this block (default: the head)")
+        ] = None,
+        chain_id: ChainArg = None,
     ) -> Account:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
         who, at = args.address(address), args.height(at_height, "atHeight")
@@ -163,7 +172,9 @@ class Query:
     async def transactions(
         self,
         info: Info,
-        address: str | None = None,
+        address: Annotated[
+            str | None, strawberry.argument(description="only txs this address signed, sent or received")
+        ] = None,
         first: FirstArg = None,
         after: AfterArg = None,
         chain_id: ChainArg = None,
@@ -190,7 +201,12 @@ class Query:
         )
 
     @strawberry.field(description="The receipt of a transaction; without `chainId`, searched on every chain.")
-    async def receipt(self, info: Info, tx_id: str, chain_id: ChainArg = None) -> Receipt | None:
+    async def receipt(
+        self,
+        info: Info,
+        tx_id: Annotated[str, strawberry.argument(description="tx id, 64 lowercase hex")],
+        chain_id: ChainArg = None,
+    ) -> Receipt | None:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
         tx = args.hash_hex(tx_id, "txId")
 
@@ -205,7 +221,12 @@ class Query:
         description=f"Totals, and rolling figures over the newest `window` blocks "
         f"(1..{limits.STATS_WINDOW_MAX}, default {args.STATS_WINDOW_DEFAULT})."
     )
-    async def stats(self, info: Info, window: int | None = None, chain_id: ChainArg = None) -> Stats:
+    async def stats(
+        self,
+        info: Info,
+        window: Annotated[int | None, strawberry.argument(description="number of newest blocks")] = None,
+        chain_id: ChainArg = None,
+    ) -> Stats:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
         blocks = args.window(window)
 
