@@ -15,6 +15,7 @@ from typing import Any
 
 from accelerators.verify import BatchVerifier
 from schemas import build
+from schemas.canonical import genesis_hash
 from schemas.settings import Settings
 from schemas.signing import KeyPair
 from writes.service import LedgerService
@@ -80,14 +81,18 @@ def genesis_command(
 class Chain:
     """One chain on a LedgerService: builds commands on the current tip and submits them."""
 
-    def __init__(self, service: LedgerService, genesis: dict[str, Any], vals: Sequence[ValidatorKeys]) -> None:
+    def __init__(
+        self, service: LedgerService, genesis: dict[str, Any], vals: Sequence[ValidatorKeys], *, resume: bool = False
+    ) -> None:
+        """Submits the genesis, unless `resume` (the service already holds this chain)."""
         self.service = service
         self.genesis = genesis
         self.chain_id: str = genesis["chain_id"]
         self.vals = list(vals)
-        result = service.submit(genesis)
-        assert result["status"] == "accepted", result
-        self.genesis_hash: str = result["hash"]
+        self.genesis_hash = genesis_hash(genesis)
+        if not resume:
+            result = service.submit(genesis)
+            assert result["status"] == "accepted", result
 
     @property
     def state(self) -> ChainState:
