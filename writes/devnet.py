@@ -125,9 +125,7 @@ def devnet_genesis(
         "chain_id": chain_id,
         "timestamp_ms": timestamp_ms,
         "params": params,
-        "allocations": [
-            {"address": k.address, "asset": ASSET, "amount": ACCOUNT_FUNDS} for k in keys.accounts
-        ],
+        "allocations": [{"address": k.address, "asset": ASSET, "amount": ACCOUNT_FUNDS} for k in keys.accounts],
         "validators": [
             {
                 "node_id": v.node_id,
@@ -165,23 +163,17 @@ def plan_transfers(
         roll = rng.randrange(1000)
         if roll < bad_per_mille // 2:
             # a nonce from the future: bad_nonce whatever the funds
-            plans.append(
-                PlannedTransfer(sender, accounts[receiver], 1, TRANSFER_FEE, nonce[sender] + 7, "bad_nonce")
-            )
+            plans.append(PlannedTransfer(sender, accounts[receiver], 1, TRANSFER_FEE, nonce[sender] + 7, "bad_nonce"))
             continue
         if roll < bad_per_mille:
             # right nonce, one micro-unit more than the sender holds: insufficient_funds
             amount = balance[sender] + 1
-            plans.append(
-                PlannedTransfer(sender, accounts[receiver], amount, 0, nonce[sender], "insufficient_funds")
-            )
+            plans.append(PlannedTransfer(sender, accounts[receiver], amount, 0, nonce[sender], "insufficient_funds"))
             continue
         amount = rng.randint(1, TRANSFER_AMOUNT_MAX)
         if balance[sender] < amount + TRANSFER_FEE:
             continue  # never build an accidental rejection
-        plans.append(
-            PlannedTransfer(sender, accounts[receiver], amount, TRANSFER_FEE, nonce[sender], "applied")
-        )
+        plans.append(PlannedTransfer(sender, accounts[receiver], amount, TRANSFER_FEE, nonce[sender], "applied"))
         nonce[sender] += 1
         balance[sender] -= amount + TRANSFER_FEE
         balance[receiver] += amount
@@ -209,9 +201,7 @@ def build_transfer(
 
 def sign_planned(keys: DevnetKeys, chain_id: str, plans: Sequence[PlannedTransfer]) -> list[dict[str, Any]]:
     return [
-        build_transfer(
-            keys.accounts[p.sender], chain_id=chain_id, to=p.to, amount=p.amount, fee=p.fee, nonce=p.nonce
-        )
+        build_transfer(keys.accounts[p.sender], chain_id=chain_id, to=p.to, amount=p.amount, fee=p.fee, nonce=p.nonce)
         for p in plans
     ]
 
@@ -439,12 +429,15 @@ class Devnet:
         result = self.service.submit(block)
         if result.get("status") != "accepted":
             self.blocks_rejected += 1
-            log.warning("devnet block %s refused: %s", block["height"], result.get("reason"))
+            hint = ""
+            if result.get("reason") in ("bad_signature", "proposer_not_active"):
+                hint = f" (is {self.data_dir / SEED_FILE} the seed this chain's genesis was made from?)"
+            log.warning(
+                "devnet block %s refused: %s: %s%s", block["height"], result.get("reason"), result.get("message"), hint
+            )
             return result
         self.blocks_accepted += 1
-        votes = build_votes(
-            self._keys, chain_id=self.chain_id, height=block["height"], block_hash=block_hash(block)
-        )
+        votes = build_votes(self._keys, chain_id=self.chain_id, height=block["height"], block_hash=block_hash(block))
         self.service.submit_many(votes)
         return result
 
@@ -452,9 +445,7 @@ class Devnet:
         head = self.service.head(self.chain_id)
         if head is not None and head[0] > 0:
             height, hash_, _ = head
-            self.service.submit_many(
-                build_votes(keys, chain_id=self.chain_id, height=height, block_hash=hash_)
-            )
+            self.service.submit_many(build_votes(keys, chain_id=self.chain_id, height=height, block_hash=hash_))
 
     def _run(self) -> None:
         interval_s = self.block_interval_ms / 1000
