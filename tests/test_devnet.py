@@ -42,9 +42,7 @@ def _sig_ok(key: dict[str, str], message: bytes, sig_hex: str) -> bool:
     return True
 
 
-def _reference_receipts(
-    plans_txs: list[dict[str, Any]], nonces: dict[str, int], cell: dict[str, int]
-) -> list[str]:
+def _reference_receipts(plans_txs: list[dict[str, Any]], nonces: dict[str, int], cell: dict[str, int]) -> list[str]:
     """DOMAIN.md's transfer rules for CELL, in order: bad_nonce, then insufficient_funds, else applied."""
     nonce, bal, out = dict(nonces), dict(cell), []
     for tx in plans_txs:
@@ -143,9 +141,7 @@ def test_block_header_signature_and_tx_root() -> None:
 
 def test_empty_block_has_the_empty_root() -> None:
     keys = derive_keys(SEED)
-    block = build_block(
-        keys.proposer(1), chain_id="devnet", height=1, parent="00" * 32, timestamp_ms=0, txs=[]
-    )
+    block = build_block(keys.proposer(1), chain_id="devnet", height=1, parent="00" * 32, timestamp_ms=0, txs=[])
     assert block["tx_root"] == tx_root([]) and block["txs"] == []
 
 
@@ -164,8 +160,7 @@ def test_planned_rejections_are_what_the_rules_give() -> None:
     assert expected == intents[:60]
     # and the whole plan, without signatures
     unsigned = [
-        {"from": addresses[p.sender], "to": p.to, "amount": p.amount, "fee": p.fee, "nonce": p.nonce}
-        for p in plans
+        {"from": addresses[p.sender], "to": p.to, "amount": p.amount, "fee": p.fee, "nonce": p.nonce} for p in plans
     ]
     assert (
         _reference_receipts(
@@ -192,9 +187,7 @@ def test_votes_carry_more_than_two_thirds_of_the_stake() -> None:
         for vote in votes:
             assert set(vote) == {"kind", "chain_id", "node_id", "height", "block_hash", "sig"}
             assert vote["kind"] == "vote" and vote["height"] == height and vote["block_hash"] == "cd" * 32
-            assert _sig_ok(
-                by_node[vote["node_id"]].key.key, canonical_bytes(vote, drop_sig=True), vote["sig"]
-            )
+            assert _sig_ok(by_node[vote["node_id"]].key.key, canonical_bytes(vote, drop_sig=True), vote["sig"])
 
 
 def test_seed_is_created_once_and_reused(tmp_path: Path) -> None:
@@ -222,9 +215,7 @@ def test_ledger_accepts_devnet_blocks_and_votes(service: Any) -> None:
     assert service.submit(genesis)["status"] == "accepted"
     rng = random.Random(3)
     for step in range(1, 4):
-        block, plans = next_block(
-            keys, service, rng, chain_id="devnet", now_ms=1_000 + step, txs_per_block=15
-        )
+        block, plans = next_block(keys, service, rng, chain_id="devnet", now_ms=1_000 + step, txs_per_block=15)
         result = service.submit(block)
         assert result["status"] == "accepted", result
         assert result["height"] == step and result["hash"] == block_hash(block)
@@ -265,8 +256,16 @@ def test_ledger_accepts_an_offline_chain(service: Any) -> None:
     chain = build_chain(SEED, blocks=4, txs_per_block=12, rng=random.Random(11))
     results = service.submit_many(chain.commands)
     assert all(r["status"] == "accepted" for r in results), [r for r in results if r["status"] != "accepted"]
-    receipts = [
-        [r["reason"] or r["status"] for r in res["receipts"]] for res in results if res["kind"] == "block"
-    ]
+    receipts = [[r["reason"] or r["status"] for r in res["receipts"]] for res in results if res["kind"] == "block"]
     assert receipts == chain.intents
     assert results[-1]["finalized_height"] == 4
+
+
+def test_a_lost_seed_is_named_not_hidden(service: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    genesis, _ = devnet_genesis(SEED, timestamp_ms=1_000)  # the chain was made from another seed
+    assert service.submit(genesis)["status"] == "accepted"
+    devnet = Devnet(service, tmp_path / "other")
+    result = devnet.step()
+    assert result["status"] == "rejected" and result["reason"] == "bad_signature"
+    assert devnet.blocks_rejected == 1
+    assert SEED_FILE in caplog.text
