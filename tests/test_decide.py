@@ -622,6 +622,15 @@ def test_the_reward_is_minted_with_no_txs(ledger: Chain) -> None:
     assert ledger.state.minted == minted + 3 * REWARD
 
 
+def test_the_reward_and_fees_are_paid_after_the_txs(ledger: Chain) -> None:
+    """The proposer's operator cannot spend, inside the block, the reward or fees that block pays it."""
+    op0 = keypair("operator-0")
+    txs = [ledger.transfer(ALICE, BOB.address, 1, fee=5), ledger.transfer(op0, BOB.address, 1)]
+    assert statuses(ledger.apply(txs, proposer=0)) == [("applied", ""), ("rejected", "insufficient_funds")]
+    assert ledger.balance(op0.address) == REWARD + 5 and ledger.nonce(op0.address) == 0
+    assert statuses(ledger.apply([ledger.transfer(op0, BOB.address, REWARD + 5)])) == [("applied", "")]
+
+
 def test_a_zero_reward(make_ledger: MakeLedger) -> None:
     ledger = make_ledger(params={"block_reward": 0})
     ledger.apply([ledger.transfer(ALICE, BOB.address, 1, fee=2)])
