@@ -25,6 +25,8 @@ from projections.project import COLUMNS, Row
 DEFAULT_DATABASE = "tally"
 DEFAULT_PROJECTOR = "ledger"
 CHECKPOINTS = "checkpoints"
+_CHECKPOINT_COLUMNS = ("projector", "position")
+_INSERTED = {**COLUMNS, CHECKPOINTS: _CHECKPOINT_COLUMNS}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 # Explicit at the call site (STYLE 15): a synchronous insert, visible when it returns, so the checkpoint that
@@ -53,6 +55,8 @@ class ProjectionStore:
         self._clients: list[Client] = []
         self._lock = threading.Lock()
         self._checkpoint: int | None = None  # the last checkpoint read or written (one writer per projector)
+        # Column types per table, read once: without them every insert costs a DESCRIBE TABLE round trip.
+        self._types: dict[str, list[str]] | None = None
         self.client = self.connect(use_database=False)
         if create:
             self.apply_ddl()
@@ -111,14 +115,29 @@ class ProjectionStore:
             if max(row[-1] for row in rows) > checkpoint_position:
                 raise ValueError(f"{table}: a row is past checkpoint {checkpoint_position}")
             data = [list(column) for column in zip(*rows, strict=True)]
-            self.client.insert(table, data, column_names=columns, column_oriented=True, settings=INSERT_SETTINGS)
+            self.client.insert(
+                table, data, column_names=columns, column_type_names=self._column_types(table, columns),
+                column_oriented=True, settings=INSERT_SETTINGS,
+            )
             written += len(rows)
         self.client.insert(
-            CHECKPOINTS, [[self.projector, checkpoint_position]], column_names=("projector", "position"),
-            settings=INSERT_SETTINGS,
+            CHECKPOINTS, [[self.projector, checkpoint_position]], column_names=_CHECKPOINT_COLUMNS,
+            column_type_names=self._column_types(CHECKPOINTS, _CHECKPOINT_COLUMNS), settings=INSERT_SETTINGS,
         )
         self._checkpoint = checkpoint_position
         return written
+
+    def _column_types(self, table: str, columns: Sequence[str]) -> list[str]:
+        if self._types is None:
+            rows = self.client.query(
+                "SELECT table, name, type FROM system.columns WHERE database = {db:String}",
+                parameters={"db": self.database},
+            ).result_rows
+            types: dict[str, dict[str, str]] = {}
+            for table_name, name, type_name in rows:
+                types.setdefault(table_name, {})[name] = type_name
+            self._types = {t: [types[t][c] for c in cols] for t, cols in _INSERTED.items()}
+        return self._types[table]
 
     def checkpoint(self) -> int:
         """The projector's last fully written position; 0 before the first batch."""
