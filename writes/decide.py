@@ -75,7 +75,7 @@ def decide_block(ledger: Ledger, block: Mapping[str, Any], verifier: BatchVerifi
     }
     events: list[Draft] = [(applied, payload)]
     # Votes that arrived before the block may finalize it at once.
-    early = {n for n, h in chain.pending_votes.get(bhash, {}).items() if h == block["height"]}
+    early = {n for n, h in chain.pending_votes.get(bhash, set()) if h == block["height"]}
     info = _block_info_after(chain, payload, early)
     finality = _finality(chain, info, head=info)
     if finality:
@@ -287,7 +287,10 @@ def decide_vote(ledger: Ledger, vote: Mapping[str, Any]) -> Decision:
         "height": height, "block_hash": target, "counted": block is not None, "duplicate": False,
         "finalized_height": chain.finalized_height,
     }
-    already = node_id in block.voters if block is not None else node_id in chain.pending_votes.get(target, {})
+    if block is not None:
+        already = node_id in block.voters
+    else:
+        already = (node_id, height) in chain.pending_votes.get(target, set())
     if already:
         return Decision([], {**result, "duplicate": True})
     payload = {"chain_id": chain.chain_id, "node_id": node_id, "height": height, "block_hash": target,

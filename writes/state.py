@@ -63,8 +63,9 @@ class ChainState:
     blocks: dict[str, BlockInfo] = field(default_factory=dict)
     canonical: list[str] = field(default_factory=list)  # block hash by height
     finalized_height: int = 0
-    # Votes for blocks not seen yet: block_hash -> {node_id: voted height}.
-    pending_votes: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Votes for blocks not seen yet: block_hash -> {(node_id, voted height)}. A node may have voted for one
+    # unseen hash at two heights; only the pair whose height turns out to be the block's counts.
+    pending_votes: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
     minted: int = 0
     burned: int = 0
     active_stakes: dict[str, int] = field(default_factory=dict)
@@ -145,7 +146,7 @@ def _(event: BlockApplied, ledger: Ledger) -> None:
         chain.active_stakes, sum(chain.active_stakes.values()),
     )
     # Votes that arrived before the block count now if their height is the block's; others are dropped.
-    for node_id, height in chain.pending_votes.pop(info.hash, {}).items():
+    for node_id, height in chain.pending_votes.pop(info.hash, set()):
         if height == info.height:
             info.voters.add(node_id)
     chain.blocks[info.hash] = info
@@ -159,7 +160,7 @@ def _(event: VoteAccepted, ledger: Ledger) -> None:
     if block is not None:
         block.voters.add(event.node_id)
     else:
-        chain.pending_votes.setdefault(event.block_hash, {})[event.node_id] = event.height
+        chain.pending_votes.setdefault(event.block_hash, set()).add((event.node_id, event.height))
 
 
 @evolve.register
