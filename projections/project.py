@@ -30,9 +30,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "to_address", "asset", "amount", "fee", "nonce", "status", "reason", "position",
     ),
     "receipts": ("tx_id", "chain_id", "height", "tx_index", "block_hash", "status", "reason", "position"),
-    "account_txs": ("chain_id", "address", "height", "tx_index", "block_hash", "position"),
+    "account_txs": (
+        "chain_id", "address", "height", "tx_index", "block_hash", "tx_id", "kind", "signer", "from_address",
+        "to_address", "asset", "amount", "fee", "nonce", "status", "reason", "position",
+    ),
     "balance_deltas": ("chain_id", "address", "asset", "height", "delta", "position"),
-    "nonces": ("chain_id", "address", "height", "next_nonce", "position"),
     "votes": ("chain_id", "height", "block_hash", "node_id", "position"),
     "finality": (
         "chain_id", "height", "hash", "head_height", "head_timestamp_ms", "voting_stake", "total_stake",
@@ -44,6 +46,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 NATIVE_ASSET = "CELL"
+# The account's next nonce rides in balance_deltas under this key: no asset symbol starts with '#'.
+NONCE_KEY = "#nonce"
 HEAD, FINALIZED = "head", "finalized"
 ERROR_TEXT_MAX = 2_000  # an error row keeps the start of the message: enough to diagnose, bounded in size
 
@@ -84,15 +88,16 @@ def _block(position: int, e: BlockApplied) -> Rows:
     for i, (tx, tx_id, (status, reason)) in enumerate(zip(txs, e.tx_ids, e.receipts, strict=True)):
         applied += status == "applied"
         signer, sender, to = tx["signer"], _sender(tx), tx.get("to", "")
-        transactions.append((
-            c, h, i, bh, tx_id, tx["kind"], signer, sender, to, _asset(tx), _amount(tx), tx.get("fee", 0),
-            tx.get("nonce"), status, reason, position,
-        ))
+        fields = (
+            tx_id, tx["kind"], signer, sender, to, _asset(tx), _amount(tx), tx.get("fee", 0), tx.get("nonce"),
+            status, reason, position,
+        )
+        transactions.append((c, h, i, bh, *fields))
         receipts.append((tx_id, c, h, i, bh, status, reason, position))
         # One row per distinct party, in a fixed order so that the rows are deterministic.
         for address in dict.fromkeys((signer, sender, to)):
             if address:
-                account_txs.append((c, address, h, i, bh, position))
+                account_txs.append((c, address, h, i, bh, *fields))
     return {
         "blocks": [(
             c, h, bh, e.parent, e.proposer, e.operator, e.timestamp_ms, e.block["tx_root"], len(txs), applied,
@@ -102,9 +107,9 @@ def _block(position: int, e: BlockApplied) -> Rows:
         "receipts": receipts,
         "account_txs": account_txs,
         # effects.balances is the block's complete net change (txs, reward and fees, releases), so a balance
-        # is a plain sum and a revert is the same rows negated.
-        "balance_deltas": [(c, a, asset, h, delta, position) for a, asset, delta in fx["balances"]],
-        "nonces": [(c, a, h, after, position) for a, _before, after in fx["nonces"]],
+        # is a plain sum and a revert is the same rows negated; likewise the nonces, as after - before.
+        "balance_deltas": [(c, a, asset, h, delta, position) for a, asset, delta in fx["balances"]]
+        + [(c, a, NONCE_KEY, h, after - before, position) for a, before, after in fx["nonces"] if after != before],
         "asset_flows": _flows(c, h, fx, position),
         "chain_head": [(c, HEAD, h, bh, e.timestamp_ms, position)],
     }

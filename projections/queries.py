@@ -1,47 +1,49 @@
 """The read model the API serves: plain dicts from the projection tables, every user value bound as a parameter.
 
-Reads at a height mean the canonical state after that block (DOMAIN.md). A read at the head first reads the
-head pointer and then everything else at `height <= head`: `chain_head` is the last table of every batch, so
-the rows up to a visible head are all there, and a batch landing between the two queries changes nothing.
-Amounts come back as Python ints of any size (totals can pass 2**63).
+Reads at a height mean the canonical state after that block (DOMAIN.md). A read at the head takes the head
+pointer first and then reads at `height <= head`: `chain_head` is the last table of every batch, so the rows up
+to a visible head are all there, and a batch landing in between changes nothing. Amounts come back as Python
+ints of any size (totals can pass 2**63).
+
+An in-process chdb engine answers a point query in ~5-8 ms, nearly all of it per-query engine work, so each
+method makes as few queries as it can: the chain list and head pointers are kept between calls until the store
+reports a change (`ProjectionStore.generation`, exact when this process makes every change), and an account
+read is a single range scan.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
-from projections.project import FINALIZED, HEAD
+from projections.project import FINALIZED, HEAD, NONCE_KEY
 from projections.store import DEFAULT_PROJECTOR, ProjectionStore
 from schemas.limits import PAGE_SIZE_MAX, STATS_WINDOW_MAX
+
+T = TypeVar("T")
 
 _BLOCK_COLUMNS = (
     "chain_id", "height", "hash", "parent", "proposer", "operator", "timestamp_ms", "tx_root", "tx_count",
     "applied_count", "rejected_count", "reward", "fees", "position",
 )
-# A block is final when it is at or below the newest finalized height: the canonical chain contains every
-# finalized block, and finalizing a block finalizes its ancestors.
-_BLOCK_SELECT = (
-    "SELECT " + ", ".join(_BLOCK_COLUMNS) + ", height <= (SELECT max(height) FROM chain_head"
-    " WHERE chain_id = {c:String} AND kind = 'finalized') AS finalized FROM blocks WHERE chain_id = {c:String}"
-)
+_BLOCK_SELECT = "SELECT " + ", ".join(_BLOCK_COLUMNS) + " FROM blocks WHERE chain_id = {c:String}"
 # Storage column -> key of a TxRow (`from`, `to` and `index` are SQL keywords).
 _TX_COLUMNS = {
     "tx_id": "tx_id", "height": "height", "tx_index": "index", "block_hash": "block_hash", "kind": "kind",
     "signer": "signer", "from_address": "from", "to_address": "to", "asset": "asset", "amount": "amount",
     "fee": "fee", "nonce": "nonce", "status": "status", "reason": "reason",
 }
-_TX_SELECT = "SELECT " + ", ".join(_TX_COLUMNS) + " FROM transactions WHERE chain_id = {c:String}"
+_TX_FIELDS = ", ".join(_TX_COLUMNS)
 _TX_ORDER = " ORDER BY height DESC, tx_index DESC LIMIT {n:UInt32}"
 # Keyset condition `(height, tx_index) < (bh, bi)`, spelt so that the sort key prunes on `height`.
 _TX_BEFORE = " AND height <= {bh:UInt64} AND (height < {bh:UInt64} OR tx_index < {bi:UInt32})"
 # DOMAIN.md's receipt by tx_id: the applied one, else the latest rejected one (reverted ones last: reorg issue).
 _RECEIPT_RANK = "multiIf(status = 'applied', 2, status = 'rejected', 1, 0)"
-# The nonce travels in the balances query as a pseudo-asset: asset symbols never are empty.
-_NONCE = ""
+
+Pointer = tuple[int, str, int]  # height, hash, timestamp_ms
 
 
 class ReadModel:
@@ -51,6 +53,8 @@ class ReadModel:
         self._shared = None if isinstance(source, ProjectionStore) else source
         self._projector = projector
         self._local = threading.local()
+        self._cache: dict[Any, Any] = {}
+        self._cache_generation: int | None = None
 
     def _client(self) -> Client:
         if self._shared is not None:
@@ -64,51 +68,72 @@ class ReadModel:
     def _rows(self, sql: str, **params: Any) -> Sequence[Sequence[Any]]:
         return self._client().query(sql, parameters=params).result_rows
 
+    def _cached(self, key: Any, load: Callable[[], T], *, keep: Callable[[T], bool] = lambda _: True) -> T:
+        """`load()`, kept until the store's next change when the store can tell (see module docstring).
+
+        The generation is read before loading, so a kept value is never older than its generation. Only
+        values `keep` approves are kept (not unknown chains: a caller must not grow the cache at will).
+        """
+        generation = self._store.generation if self._store is not None else None
+        if generation is None:
+            return load()
+        if generation != self._cache_generation:
+            self._cache, self._cache_generation = {}, generation
+        cache = self._cache
+        if key in cache:
+            return cache[key]  # type: ignore[no-any-return]
+        value = load()
+        if keep(value):
+            cache[key] = value
+        return value
+
     # ------------------------------------------------------------------------------------------- chains
 
     def chains(self) -> list[str]:
         """Chain ids in genesis order."""
+        return list(self._cached("chains", self._load_chains))
+
+    def _load_chains(self) -> tuple[str, ...]:
         rows = self._rows("SELECT chain_id FROM chains GROUP BY chain_id ORDER BY min(position)")
-        return [r[0] for r in rows]
+        return tuple(r[0] for r in rows)
 
     def default_chain(self) -> str | None:
         """The chain whose genesis came first: what the API reads when no chain is named."""
-        rows = self._rows("SELECT chain_id FROM chains ORDER BY position LIMIT 1")
-        return rows[0][0] if rows else None
+        chains = self._cached("chains", self._load_chains)
+        return chains[0] if chains else None
 
-    def head(self, chain_id: str) -> dict[str, Any] | None:
+    def _pointers(self, chain_id: str) -> dict[str, Pointer] | None:
+        """The chain's head and newest finalized block; None for an unknown chain."""
+        return self._cached(("pointers", chain_id), lambda: self._load_pointers(chain_id), keep=bool)
+
+    def _load_pointers(self, chain_id: str) -> dict[str, Pointer] | None:
         rows = self._rows(
             "SELECT kind, argMax(height, position), argMax(hash, position), argMax(timestamp_ms, position)"
             " FROM chain_head WHERE chain_id = {c:String} GROUP BY kind",
             c=chain_id,
         )
-        pointers = {kind: (height, hash_, ts) for kind, height, hash_, ts in rows}
-        if HEAD not in pointers:
+        pointers = {kind: (int(height), hash_, int(ts)) for kind, height, hash_, ts in rows}
+        return pointers if HEAD in pointers and FINALIZED in pointers else None
+
+    def head(self, chain_id: str) -> dict[str, Any] | None:
+        pointers = self._pointers(chain_id)
+        if pointers is None:
             return None
-        height, hash_, ts = pointers[HEAD]
-        final_height, final_hash, _ = pointers[FINALIZED]
+        (height, hash_, ts), (final_height, final_hash, _) = pointers[HEAD], pointers[FINALIZED]
         return {
             "chain_id": chain_id, "height": height, "hash": hash_, "timestamp_ms": ts,
             "finalized_height": final_height, "finalized_hash": final_hash,
         }
 
-    def _head_height(self, chain_id: str) -> int | None:
-        rows = self._rows(
-            "SELECT height FROM chain_head WHERE chain_id = {c:String} AND kind = 'head'"
-            " ORDER BY position DESC LIMIT 1",
-            c=chain_id,
-        )
-        return int(rows[0][0]) if rows else None
-
     # ------------------------------------------------------------------------------------------- blocks
 
     def block(self, chain_id: str, height: int | None = None, hash: str | None = None) -> dict[str, Any] | None:
         """The block at `height` and/or with `hash` (both must match when both are given); the head without."""
+        pointers = self._pointers(chain_id)
+        if pointers is None:
+            return None
         if height is None and hash is None:
-            head = self._head_height(chain_id)
-            if head is None:
-                return None
-            height = head
+            height = pointers[HEAD][0]
         sql, params = _BLOCK_SELECT, {"c": chain_id}
         if height is not None:
             if height < 0:
@@ -117,14 +142,15 @@ class ReadModel:
         if hash is not None:
             sql, params["x"] = sql + " AND hash = {x:String}", hash
         rows = self._rows(sql + " LIMIT 1", **params)
-        return _block_row(rows[0]) if rows else None
+        return _block_row(rows[0], pointers[FINALIZED][0]) if rows else None
 
     def blocks(
         self, chain_id: str, first: int, before_height: int | None = None, proposer: str | None = None
     ) -> list[dict[str, Any]]:
         """Newest first; keyset paging: the next page is `before_height` = the last row's height."""
+        pointers = self._pointers(chain_id)
         sql, params = _BLOCK_SELECT, {"c": chain_id, "n": _page(first)}
-        if not params["n"]:
+        if pointers is None or not params["n"]:
             return []
         if before_height is not None:
             if before_height <= 0:
@@ -133,7 +159,7 @@ class ReadModel:
         if proposer is not None:
             sql, params["p"] = sql + " AND proposer = {p:String}", proposer
         rows = self._rows(sql + " ORDER BY height DESC LIMIT {n:UInt32}", **params)
-        return [_block_row(r) for r in rows]
+        return [_block_row(r, pointers[FINALIZED][0]) for r in rows]
 
     # ----------------------------------------------------------------------------------------- accounts
 
@@ -143,23 +169,22 @@ class ReadModel:
         A height above the head reads the head; `height` in the answer is the height actually read. None
         when the chain has no head (no genesis).
         """
-        head = self._head_height(chain_id)
-        if head is None:
+        pointers = self._pointers(chain_id)
+        if pointers is None:
             return None
+        head = pointers[HEAD][0]
         height = head if at_height is None else min(max(at_height, 0), head)
-        where = "chain_id = {c:String} AND address = {a:String} AND height <= {h:UInt64}"
-        # One round trip for both: engine time per query dominates a point lookup here.
+        # Balances and the nonce (asset NONCE_KEY) in one range scan.
         rows = self._rows(
-            f"SELECT asset, sum(delta) FROM balance_deltas WHERE {where} GROUP BY asset"
-            f" UNION ALL SELECT '{_NONCE}', toInt128(argMax(next_nonce, (height, position))) FROM nonces"
-            f" WHERE {where}",
+            "SELECT asset, sum(delta) FROM balance_deltas WHERE chain_id = {c:String} AND address = {a:String}"
+            " AND height <= {h:UInt64} GROUP BY asset",
             c=chain_id, a=address, h=height,
         )
-        nonce = next((int(v) for asset, v in rows if asset == _NONCE), 0)
-        balances = sorted((asset, int(v)) for asset, v in rows if asset != _NONCE and v)
+        sums = {asset: int(total) for asset, total in rows}
+        nonce = sums.pop(NONCE_KEY, 0)
         return {
             "address": address, "height": height, "nonce": nonce,
-            "balances": [{"asset": asset, "amount": amount} for asset, amount in balances],
+            "balances": [{"asset": asset, "amount": sums[asset]} for asset in sorted(sums) if sums[asset]],
         }
 
     # ------------------------------------------------------------------------------------- transactions
@@ -182,16 +207,13 @@ class ReadModel:
         if before is not None:
             keyset, (params["bh"], params["bi"]) = _TX_BEFORE, _keyset(before)
         if address is None:
-            sql = _TX_SELECT + keyset + _TX_ORDER
+            sql = f"SELECT {_TX_FIELDS} FROM transactions WHERE chain_id = {{c:String}}"
         else:
-            # The page of the account's tx keys first (a range scan of account_txs), then those rows.
+            # account_txs holds a copy of each tx row per party: one range scan, no join.
             params["a"] = address
-            sql = (
-                _TX_SELECT + " AND (height, tx_index, block_hash) IN (SELECT height, tx_index, block_hash"
-                " FROM account_txs WHERE chain_id = {c:String} AND address = {a:String}" + keyset + _TX_ORDER
-                + ")" + _TX_ORDER
-            )
-        return [dict(zip(_TX_COLUMNS.values(), row, strict=True)) for row in self._rows(sql, **params)]
+            sql = f"SELECT {_TX_FIELDS} FROM account_txs WHERE chain_id = {{c:String}} AND address = {{a:String}}"
+        rows = self._rows(sql + keyset + _TX_ORDER, **params)
+        return [dict(zip(_TX_COLUMNS.values(), row, strict=True)) for row in rows]
 
     def receipt(self, tx_id: str, chain_id: str | None = None) -> dict[str, Any] | None:
         """DOMAIN.md's receipt of a tx: the applied one, else the latest rejected one."""
@@ -220,44 +242,49 @@ class ReadModel:
         when it happened; None when no such block.
         """
         window = max(1, min(window, STATS_WINDOW_MAX))
+        pointers = self._pointers(chain_id)
+        if pointers is None:
+            return _no_stats()
+        last = pointers[HEAD][0]
+        params = {"c": chain_id, "h": last, "lo": max(0, last - window + 1)}
+        # Everything at height <= head, so that the figures are one consistent snapshot.
         totals = self._rows(
-            "SELECT count(), sum(applied_count), sum(rejected_count), max(height) FROM blocks"
-            " WHERE chain_id = {c:String}",
-            c=chain_id,
+            "SELECT count(), sum(applied_count), sum(rejected_count) FROM blocks"
+            " WHERE chain_id = {c:String} AND height <= {h:UInt64}",
+            **params,
         )[0]
-        total_blocks, applied, rejected, last = (int(v) for v in totals)
         flows = self._rows(
             "SELECT asset, sum(minted) - sum(burned), sum(volume), sum(fees) FROM asset_flows"
-            " WHERE chain_id = {c:String} GROUP BY asset ORDER BY asset",
-            c=chain_id,
+            " WHERE chain_id = {c:String} AND height <= {h:UInt64} GROUP BY asset ORDER BY asset",
+            **params,
         )
-        lo = max(0, last - window + 1)
         recent = self._rows(
             "SELECT height, timestamp_ms, applied_count FROM blocks WHERE chain_id = {c:String}"
-            " AND height >= {lo:UInt64} ORDER BY height",
-            c=chain_id, lo=lo,
+            " AND height >= {lo:UInt64} AND height <= {h:UInt64} ORDER BY height",
+            **params,
         )
         finals = self._rows(
             "SELECT height, head_height, head_timestamp_ms FROM finality WHERE chain_id = {c:String}"
-            " AND height >= {lo:UInt64} AND height > 0",
-            c=chain_id, lo=lo,
+            " AND height >= {lo:UInt64} AND height <= {h:UInt64} AND height > 0",
+            **params,
         )
         return {
-            "total_blocks": total_blocks, "txs_applied": applied, "txs_rejected": rejected,
+            "total_blocks": int(totals[0]), "txs_applied": int(totals[1]), "txs_rejected": int(totals[2]),
             "volume": _amounts((a, v) for a, _, v, _ in flows),
             "fees": _amounts((a, f) for a, _, _, f in flows),
             "supply": _amounts((a, s) for a, s, _, _ in flows),
             **_rolling(recent),
             **_finality_delay(recent, finals),
-            "last_block_height": last if total_blocks else None,
-            "last_block_timestamp_ms": recent[-1][1] if recent else None,
+            "last_block_height": last,
+            "last_block_timestamp_ms": pointers[HEAD][2],
         }
 
     def position(self) -> int:
         """The projector's checkpoint: every event up to it is queryable."""
-        rows = self._rows(
-            "SELECT max(position) FROM checkpoints WHERE projector = {p:String}", p=self._projector
-        )
+        return self._cached("position", self._load_position)
+
+    def _load_position(self) -> int:
+        rows = self._rows("SELECT max(position) FROM checkpoints WHERE projector = {p:String}", p=self._projector)
         return int(rows[0][0])
 
 
@@ -271,10 +298,19 @@ def _keyset(before: tuple[int, int]) -> tuple[int, int]:
     return max(int(height), 0), max(int(index), 0)
 
 
-def _block_row(row: Sequence[Any]) -> dict[str, Any]:
-    out = dict(zip(_BLOCK_COLUMNS, row[:-1], strict=True))
-    out["finalized"] = bool(row[-1])
+def _block_row(row: Sequence[Any], finalized_height: int) -> dict[str, Any]:
+    out = dict(zip(_BLOCK_COLUMNS, row, strict=True))
+    # Final when at or below the newest final block: the canonical chain holds every final block, and
+    # finalizing a block finalizes its ancestors.
+    out["finalized"] = out["height"] <= finalized_height
     return out
+
+
+def _no_stats() -> dict[str, Any]:
+    return {
+        "total_blocks": 0, "txs_applied": 0, "txs_rejected": 0, "volume": [], "fees": [], "supply": [],
+        **_rolling([]), **_finality_delay([], []), "last_block_height": None, "last_block_timestamp_ms": None,
+    }
 
 
 def _amounts(pairs: Any) -> list[dict[str, Any]]:

@@ -36,6 +36,11 @@ INSERT_SETTINGS: dict[str, Any] = {"async_insert": 0, "insert_deduplicate": 0}
 # Lightweight deletes mark rows at once and are applied by queries; wait for it so recovery is done on return.
 DELETE_SETTINGS: dict[str, Any] = {"lightweight_deletes_sync": 2}
 
+# Changes per database made by this process. A chdb engine belongs to one process (another cannot open its
+# path), so for a chdb DSN this counter sees every change, and a reader may keep what it read until it moves.
+_generations: dict[str, int] = {}
+_generations_lock = threading.Lock()
+
 
 class ProjectionStore:
     def __init__(
@@ -62,6 +67,18 @@ class ProjectionStore:
             self.apply_ddl()
         else:
             self.client.database = database
+
+    @property
+    def generation(self) -> int | None:
+        """Changes to this database so far, when this process makes them all (chdb); None for a server DSN,
+        which other processes write too."""
+        if not self.dsn.startswith("chdb:"):
+            return None
+        return _generations.get(self.database, 0)
+
+    def _changed(self) -> None:
+        with _generations_lock:
+            _generations[self.database] = _generations.get(self.database, 0) + 1
 
     # ------------------------------------------------------------------------------------------ clients
 
@@ -91,6 +108,9 @@ class ProjectionStore:
     def drop(self) -> None:
         """Drops the database (tests; a rebuild from the log)."""
         self.client.command("DROP DATABASE IF EXISTS {db:Identifier}", parameters={"db": self.database})
+        self._types = None
+        self._checkpoint = None
+        self._changed()
 
     # -------------------------------------------------------------------------------------------- writes
 
@@ -125,6 +145,7 @@ class ProjectionStore:
             column_type_names=self._column_types(CHECKPOINTS, _CHECKPOINT_COLUMNS), settings=INSERT_SETTINGS,
         )
         self._checkpoint = checkpoint_position
+        self._changed()
         return written
 
     def _column_types(self, table: str, columns: Sequence[str]) -> list[str]:
@@ -163,6 +184,8 @@ class ProjectionStore:
             self.client.command(
                 f"DELETE FROM {table} WHERE position > {{p:UInt64}}", parameters=params, settings=DELETE_SETTINGS
             )
+        if stale:
+            self._changed()
         return stale
 
     def counts(self) -> dict[str, int]:

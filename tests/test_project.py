@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from projections.project import COLUMNS, project, project_error
+from projections.project import COLUMNS, NONCE_KEY, project, project_error
 from schemas.canonical import EMPTY_ROOT, ZERO_HASH, tx_id
 from schemas.events import LOG_ID, BlockApplied, BlockFinalized, GenesisAccepted, VoteAccepted
 
@@ -60,26 +60,28 @@ def test_block_rows() -> None:
     )
     rows = project(2, event)
     assert rows["blocks"] == [("alpha", 1, H1, G, "n1", OP, 3_000, "f" * 64, 3, 2, 1, 2_000_000, 6, 2)]
-    assert rows["transactions"] == [
-        ("alpha", 1, 0, H1, ids[0], "transfer", A, A, B, "CELL", 100, 5, 0, "applied", "", 2),
-        ("alpha", 1, 1, H1, ids[1], "transfer", B, B, C, "CELL", 10**9, 0, 0, "rejected", "insufficient_funds", 2),
-        ("alpha", 1, 2, H1, ids[2], "transfer", A, A, A, "CELL", 7, 1, 1, "applied", "", 2),
+    tx_fields = [
+        (ids[0], "transfer", A, A, B, "CELL", 100, 5, 0, "applied", "", 2),
+        (ids[1], "transfer", B, B, C, "CELL", 10**9, 0, 0, "rejected", "insufficient_funds", 2),
+        (ids[2], "transfer", A, A, A, "CELL", 7, 1, 1, "applied", "", 2),
     ]
+    assert rows["transactions"] == [("alpha", 1, i, H1, *fields) for i, fields in enumerate(tx_fields)]
     assert rows["receipts"] == [
         (ids[0], "alpha", 1, 0, H1, "applied", "", 2),
         (ids[1], "alpha", 1, 1, H1, "rejected", "insufficient_funds", 2),
         (ids[2], "alpha", 1, 2, H1, "applied", "", 2),
     ]
-    # One row per distinct party: a self-transfer touches one account.
+    # A copy of the tx row per distinct party: a self-transfer touches one account.
     assert rows["account_txs"] == [
-        ("alpha", A, 1, 0, H1, 2), ("alpha", B, 1, 0, H1, 2),
-        ("alpha", B, 1, 1, H1, 2), ("alpha", C, 1, 1, H1, 2),
-        ("alpha", A, 1, 2, H1, 2),
+        ("alpha", A, 1, 0, H1, *tx_fields[0]), ("alpha", B, 1, 0, H1, *tx_fields[0]),
+        ("alpha", B, 1, 1, H1, *tx_fields[1]), ("alpha", C, 1, 1, H1, *tx_fields[1]),
+        ("alpha", A, 1, 2, H1, *tx_fields[2]),
     ]
+    # The nonce rides along as a delta under NONCE_KEY (0 -> 2 in this block).
     assert rows["balance_deltas"] == [
         ("alpha", A, "CELL", 1, -106, 2), ("alpha", B, "CELL", 1, 100, 2), ("alpha", OP, "CELL", 1, 2_000_006, 2),
+        ("alpha", A, NONCE_KEY, 1, 2, 2),
     ]
-    assert rows["nonces"] == [("alpha", A, 1, 2, 2)]
     assert rows["asset_flows"] == [("alpha", 1, "CELL", 2_000_000, 0, 107, 6, 2)]
     assert rows["chain_head"] == [("alpha", "head", 1, H1, 3_000, 2)]
 

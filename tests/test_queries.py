@@ -271,3 +271,36 @@ def test_threads_get_their_own_clients(model: ReadModel) -> None:
     for t in threads:
         t.join()
     assert answers == [[{"asset": "CELL", "amount": 950 * CELL - 1_001}]] * 20
+
+
+def test_kept_pointers_follow_every_write(
+    projection_store: ProjectionStore, event_log: Any, make_transfer: Any
+) -> None:
+    """The head and chain list are kept between calls only until the store writes again."""
+    model, bare = ReadModel(projection_store), ReadModel(projection_store.client)
+
+    def write(upto: int) -> None:
+        rows: dict[str, list[Any]] = {}
+        for position, event in enumerate(event_log.events[:upto], start=1):
+            if position > projection_store.checkpoint():
+                for table, table_rows in project(position, event).items():
+                    rows.setdefault(table, []).extend(table_rows)
+        projection_store.write(rows, upto)
+
+    assert model.chains() == [] and model.head("alpha") is None and model.position() == 0
+    event_log.genesis("alpha", 1_000, [(A, 50)], [("n1", O1, 10 * CELL)])
+    event_log.block("alpha", 1, G, "n1", O1, 2_000, [make_transfer("alpha", A, B, 20)], [("applied", "")],
+                    balances=[(A, "CELL", -20), (B, "CELL", 20), (O1, "CELL", REWARD)], nonces=[(A, 0, 1)])
+    write(1)
+    assert model.chains() == ["alpha"] and model.head("alpha")["height"] == 0  # type: ignore[index]
+    assert model.account("alpha", A) == {"address": A, "height": 0, "nonce": 0,
+                                         "balances": [{"asset": "CELL", "amount": 50}]}
+    write(2)
+    assert model.head("alpha")["height"] == 1  # type: ignore[index]
+    assert model.account("alpha", A) == {"address": A, "height": 1, "nonce": 1,
+                                         "balances": [{"asset": "CELL", "amount": 30}]}
+    assert model.position() == 2
+    for read in (lambda m: m.head("alpha"), lambda m: m.account("alpha", B), lambda m: m.stats("alpha", 5),
+                 lambda m: m.blocks("alpha", 5), lambda m: m.chains()):
+        assert read(model) == read(bare)
+    assert model.stats("nope", 5)["last_block_height"] is None

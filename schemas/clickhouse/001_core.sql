@@ -87,23 +87,37 @@ CREATE TABLE IF NOT EXISTS receipts
 ENGINE = ReplacingMergeTree(position)
 ORDER BY (tx_id, chain_id, height, tx_index, block_hash);
 
--- Which txs touch an address (as signer, sender or recipient): one row per distinct address per tx, so an
--- account's history is a range scan, newest first.
+-- The txs that touch an address (as signer, sender or recipient), one row per distinct address per tx, each a
+-- full copy of its `transactions` row: an account's history is one range scan, newest first, with no join.
 CREATE TABLE IF NOT EXISTS account_txs
 (
-    chain_id   LowCardinality(String),
-    address    String,
-    height     UInt64,
-    tx_index   UInt32,
-    block_hash String,
-    position   UInt64
+    chain_id     LowCardinality(String),
+    address      String,
+    height       UInt64,
+    tx_index     UInt32,
+    block_hash   String,
+    tx_id        String,
+    kind         LowCardinality(String),
+    signer       String,
+    from_address String,
+    to_address   String,
+    asset        LowCardinality(String),
+    amount       UInt64,
+    fee          UInt64,
+    nonce        Nullable(UInt64),
+    status       LowCardinality(String),
+    reason       LowCardinality(String),
+    position     UInt64
 )
 ENGINE = ReplacingMergeTree(position)
-ORDER BY (chain_id, address, height, tx_index, block_hash);
+ORDER BY (chain_id, address, height, tx_index, block_hash)
+SETTINGS index_granularity = 1024;
 
--- Net balance change per (address, asset) per block: a balance after height h is sum(delta) over
--- height <= h. Genesis allocations are deltas at height 0. A revert (reorg issue) adds the negated rows at a
--- later position, which is why `position` is part of the identity.
+-- Net change per (address, asset) per block: a balance after height h is sum(delta) over height <= h.
+-- Genesis allocations are deltas at height 0. The account's next nonce is kept here too, under the reserved
+-- asset '#nonce' (no asset symbol starts with '#'), as after - before per block: an account read (balances and
+-- nonce at a height) is then one range scan, and a revert (reorg issue) is the same rows negated at a later
+-- position, which is why `position` is part of the identity.
 CREATE TABLE IF NOT EXISTS balance_deltas
 (
     chain_id LowCardinality(String),
@@ -115,20 +129,7 @@ CREATE TABLE IF NOT EXISTS balance_deltas
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (chain_id, address, asset, height, position)
-SETTINGS index_granularity = 1024;
-
--- Next nonce of an account after a block that changed it: the nonce at height h is the value of the greatest
--- (height, position) with height <= h (a revert writes the restored value at a later position).
-CREATE TABLE IF NOT EXISTS nonces
-(
-    chain_id   LowCardinality(String),
-    address    String,
-    height     UInt64,
-    next_nonce UInt64,
-    position   UInt64
-)
-ENGINE = ReplacingMergeTree
-ORDER BY (chain_id, address, height, position)
+-- Small granules: a lookup is one address, so it should read few rows past it.
 SETTINGS index_granularity = 1024;
 
 CREATE TABLE IF NOT EXISTS votes
