@@ -70,8 +70,9 @@ class ProjectionStore:
 
     @property
     def generation(self) -> int | None:
-        """Changes to this database so far, when this process makes them all (chdb); None for a server DSN,
-        which other processes write too."""
+        """Changes made to this database through ProjectionStore in this process, when that is every change
+        (chdb: the engine belongs to this process); None for a server DSN, which other processes write too.
+        Readers keep what they read until it moves, so write through this class, never around it."""
         if not self.dsn.startswith("chdb:"):
             return None
         return _generations.get(self.database, 0)
