@@ -53,8 +53,7 @@ class ReadModel:
         self._shared = None if isinstance(source, ProjectionStore) else source
         self._projector = projector
         self._local = threading.local()
-        self._cache: dict[Any, Any] = {}
-        self._cache_generation: int | None = None
+        self._cache: dict[Any, tuple[int, Any]] = {}  # key -> (store generation when loaded, value)
 
     def _client(self) -> Client:
         if self._shared is not None:
@@ -77,14 +76,12 @@ class ReadModel:
         generation = self._store.generation if self._store is not None else None
         if generation is None:
             return load()
-        if generation != self._cache_generation:
-            self._cache, self._cache_generation = {}, generation
-        cache = self._cache
-        if key in cache:
-            return cache[key]  # type: ignore[no-any-return]
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1]  # type: ignore[no-any-return]
         value = load()
         if keep(value):
-            cache[key] = value
+            self._cache[key] = (generation, value)  # threads may race here: the loser only costs a reload
         return value
 
     # ------------------------------------------------------------------------------------------- chains
