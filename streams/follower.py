@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 # A batch's bytes are the stored size of its events; a BlockApplied of 1,000 ML-DSA txs is ~10-14 MB.
 # (Belongs with the other limits in schemas/limits.py.)
-FOLLOWER_BATCH_BYTES_MAX = 64 * 1024 * 1024
 # The recorder returns whole pages, so the follower guesses event sizes to size a page: it starts from the
 # largest event it expects (a full block of ML-DSA-87 txs), learns from each page, and forgets slowly.
 EVENT_BYTES_GUESS_MAX = 16 * 1024 * 1024
@@ -43,7 +42,7 @@ class Follower:
         store: ProjectionStore,
         *,
         batch_events_max: int = limits.FOLLOWER_BATCH_EVENTS_MAX,
-        batch_bytes_max: int = FOLLOWER_BATCH_BYTES_MAX,
+        batch_bytes_max: int = limits.FOLLOWER_BATCH_BYTES_MAX,
         poll_interval_ms: int = limits.FOLLOWER_POLL_INTERVAL_MS,
     ) -> None:
         if batch_events_max < 1 or batch_bytes_max < 1 or poll_interval_ms < 1:

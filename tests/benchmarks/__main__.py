@@ -10,10 +10,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.benchmarks import ingest
+from tests.benchmarks import account, ingest, projection
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "ingest": lambda: ingest.ingest_rate(blocks_n=8, txs_per_block=1000),
+    "projection_devnet_blocks": lambda: projection.projection_rate(blocks=2000, txs_per_block=20, votes_per_block=3),
+    "projection_small_events": lambda: projection.projection_rate(blocks=10000, txs_per_block=0, votes_per_block=3),
+    "graphql_account": lambda: account.account_latency(accounts=100_000, queries=1_000),
 }
 
 
@@ -30,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
         results.append(result)
     report = {
+        "command": "make bench",
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": _cpus()},
         "results": results,
     }
