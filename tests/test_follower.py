@@ -269,3 +269,50 @@ def test_projection_agrees_with_the_write_side_fold(ledger: Any, projection_stor
             }
     stats = model.stats(ledger.chain_id, 10)
     assert stats["supply"] == [{"asset": "CELL", "amount": state.minted - state.burned}]
+
+
+class _FailingOnWrite(_FailingStore):
+    """Fails the n-th write from now (1-based), after its first table is in."""
+
+    countdown = 0
+
+    def write(self, rows_by_table: Mapping[str, Sequence[tuple[Any, ...]]], checkpoint_position: int) -> int:
+        self.countdown -= 1
+        self.fail_next = self.countdown == 0
+        return super().write(rows_by_table, checkpoint_position)
+
+
+def test_a_write_failing_while_the_next_batch_is_prepared_loses_and_doubles_nothing(
+    sqlite_log_app: Any, projection_store: ProjectionStore, event_log: Any
+) -> None:
+    # Poison events in every batch: the counter must count each once although a prepared batch is dropped.
+    event_log.genesis("alpha", 1_000, [(A, 5)], [("n1", OP, 10**7)])
+    for h in range(1, 8):
+        event_log.vote("alpha", "n1", h, event_log.events[0].block_hash)
+        event_log.add(UnknownHappened, chain_id="alpha", node_id="n1", height=h, block_hash="0" * 64, vote={})
+    _save(sqlite_log_app, event_log.events)
+    store = _FailingOnWrite(projection_store.dsn, projection_store.database)
+    try:
+        follower = Follower(sqlite_log_app, store, batch_events_max=3)
+        store.countdown = 3  # the third batch's write fails while the fourth is being prepared
+        with pytest.raises(ConnectionError):
+            follower.run_until_caught_up()
+        assert follower.position == 6 == store.checkpoint()
+        assert follower.poison_events == 2 and follower.batches == 2  # positions 3 and 5
+        assert follower.run_until_caught_up() == len(event_log.events) - 6
+        assert follower.poison_events == 7 and follower.events_projected == len(event_log.events)
+        assert _stored(store) == _expected_with_errors(event_log.events, store)
+    finally:
+        store.close()
+
+
+def _expected_with_errors(events: Sequence[Any], store: ProjectionStore) -> dict[str, list[tuple[Any, ...]]]:
+    rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in COLUMNS}
+    for position, event in enumerate(events, start=1):
+        if not isinstance(event, UnknownHappened):
+            for table, table_rows in project(position, event).items():
+                rows[table].extend(table_rows)
+    errors = store.client.query("SELECT position FROM projection_errors ORDER BY position").result_rows
+    assert [p for (p,) in errors] == [i for i, e in enumerate(events, start=1) if isinstance(e, UnknownHappened)]
+    rows["projection_errors"] = _stored(store)["projection_errors"]
+    return {table: sorted(r, key=repr) for table, r in rows.items()}
