@@ -28,7 +28,6 @@ CHECKPOINTS = "checkpoints"
 _CHECKPOINT_COLUMNS = ("projector", "position")
 _INSERTED = {**COLUMNS, CHECKPOINTS: _CHECKPOINT_COLUMNS}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_LOW_CARDINALITY = re.compile(r"LowCardinality\((.*)\)")
 
 # Explicit at the call site (STYLE 15): a synchronous insert, visible when it returns, so the checkpoint that
 # follows never runs ahead of its rows; no block-hash deduplication, since a replayed batch is made harmless by
@@ -133,10 +132,10 @@ class ProjectionStore:
             rows = rows_by_table.get(table)
             if not rows:
                 continue
-            data = [list(column) for column in zip(*rows, strict=True)]
             # Position is every table's last column.
-            if max(data[-1]) > checkpoint_position:
+            if max(row[-1] for row in rows) > checkpoint_position:
                 raise ValueError(f"{table}: a row is past checkpoint {checkpoint_position}")
+            data = [list(column) for column in zip(*rows, strict=True)]
             self.client.insert(
                 table, data, column_names=columns, column_type_names=self._column_types(table, columns),
                 column_oriented=True, settings=INSERT_SETTINGS,
@@ -159,7 +158,7 @@ class ProjectionStore:
             types: dict[str, dict[str, str]] = {}
             for table_name, name, type_name in rows:
                 types.setdefault(table_name, {})[name] = type_name
-            self._types = {t: [_insert_type(types[t][c]) for c in cols] for t, cols in _INSERTED.items()}
+            self._types = {t: [types[t][c] for c in cols] for t, cols in _INSERTED.items()}
         return self._types[table]
 
     def checkpoint(self) -> int:
@@ -194,13 +193,6 @@ class ProjectionStore:
         """Rows per table (tests, diagnostics)."""
         sql = " UNION ALL ".join(f"SELECT '{table}', count() FROM {table}" for table in COLUMNS)
         return {table: int(n) for table, n in self.client.query(sql).result_rows}
-
-
-def _insert_type(type_name: str) -> str:
-    """The type a column is sent as: a LowCardinality column goes as its plain type and the engine builds the
-    dictionary on insert (in C++; clickhouse-connect builds it in a Python loop). The stored column is unchanged."""
-    match = _LOW_CARDINALITY.fullmatch(type_name)
-    return match.group(1) if match else type_name
 
 
 def ddl_statements() -> Iterator[str]:

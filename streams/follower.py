@@ -3,8 +3,7 @@
 Thin by design (STYLE 5): read a batch of notifications, decode, call the pure `project`, hand the rows and the
 batch's last position to the sink, which writes the rows and then the checkpoint. On start the sink deletes
 whatever a crash left past its checkpoint and the follower resumes from there, so a restart neither loses nor
-doubles anything. The SQLite recorder cannot `subscribe()`, so the follower polls. When it runs batch after
-batch, the next batch is read and projected while a writer thread writes the current one (writes stay in order).
+doubles anything. The SQLite recorder cannot `subscribe()`, so the follower polls.
 
 An event that cannot be decoded or projected becomes a `projection_errors` row (data, not a dead worker); a
 failing write (the store is down) is retried from the same position after a pause.
@@ -16,14 +15,12 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
-from projections.project import Rows, project, project_error
+from projections.project import Row, Rows, project, project_error
 from projections.store import ProjectionStore
 from schemas import limits
 
@@ -36,16 +33,6 @@ log = logging.getLogger(__name__)
 EVENT_BYTES_GUESS_MAX = 16 * 1024 * 1024
 EVENT_BYTES_GUESS_MIN = 1024
 RETRY_PAUSE_MS_MAX = 5_000
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """A batch read, decoded and projected, not written yet: its rows and the last position it covers."""
-
-    rows: Rows
-    last: int
-    events: int
-    poison: int
 
 
 class Follower:
@@ -125,69 +112,38 @@ class Follower:
         """Projects one batch (bounded by events and by bytes); returns the number of events projected."""
         with self._run_lock:
             self._resume()
-            batch = self._prepare(self._position)
-            if batch is None:
+            batch = self._read_batch()
+            if not batch:
                 return 0
-            self._commit(batch)
-            return batch.events
+            rows: Rows = defaultdict(list)
+            for notification in batch:
+                for table, table_rows in self._project(notification).items():
+                    rows[table].extend(table_rows)
+            last = batch[-1].id
+            try:
+                self.rows_written += self._store.write(rows, last)
+            except BaseException:
+                # Some tables may hold this batch's rows already: recover before the batch is tried again.
+                self._resumed = False
+                raise
+            self._position = last
+            self.events_projected += len(batch)
+            self.batches += 1
+            return len(batch)
 
     def run_until_caught_up(self) -> int:
         """Projects batches until the log has nothing new; returns the events projected."""
-        return self._run_pipelined(None)
-
-    def _run_pipelined(self, stopping: threading.Event | None) -> int:
-        """Batches until the log has nothing new (or `stopping` is set), the next batch read, decoded and
-        projected while a writer thread writes the current one: the engine's insert work runs without the GIL,
-        so the two overlap on a second core. Writes still go one batch at a time in log order, each rows then
-        checkpoint; a batch prepared ahead of a failed write is dropped and read again."""
         total = 0
-        with self._run_lock:
-            self._resume()
-            batch = self._prepare(self._position)
-            if batch is None:
-                return 0
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tally-follower-write") as writer:
-                while batch is not None:
-                    written = writer.submit(self._commit, batch)
-                    ahead = None if stopping is not None and stopping.is_set() else self._prepare(batch.last)
-                    written.result()  # raises the write's error; `ahead` is then dropped
-                    total += batch.events
-                    batch = ahead
+        while n := self.run_once():
+            total += n
         return total
 
-    def _prepare(self, after: int) -> _Batch | None:
-        """Reads, decodes and projects the batch after `after`; no store I/O. None when the log has no more."""
-        notifications = self._read_batch(after)
-        if not notifications:
-            return None
-        rows: Rows = defaultdict(list)
-        poison = 0
-        for notification in notifications:
-            projected, failed = self._project(notification)
-            poison += failed
-            for table, table_rows in projected.items():
-                rows[table].extend(table_rows)
-        return _Batch(rows, notifications[-1].id, len(notifications), poison)
-
-    def _commit(self, batch: _Batch) -> None:
-        """Writes a prepared batch (rows, then its checkpoint) and moves the position past it."""
-        try:
-            self.rows_written += self._store.write(batch.rows, batch.last)
-        except BaseException:
-            # Some tables may hold this batch's rows already: recover before the batch is tried again.
-            self._resumed = False
-            raise
-        self._position = batch.last
-        self.events_projected += batch.events
-        self.poison_events += batch.poison
-        self.batches += 1
-
-    def _read_batch(self, after: int) -> list[Notification]:
-        """Notifications after position `after`: at most `batch_events_max`, and at most `batch_bytes_max` bytes
+    def _read_batch(self) -> list[Notification]:
+        """Notifications after the position: at most `batch_events_max`, and at most `batch_bytes_max` bytes
         unless a single event alone is larger (it then forms a batch by itself)."""
         batch: list[Notification] = []
         size = 0
-        start = after + 1
+        start = self._position + 1
         while len(batch) < self._events_max and size < self._bytes_max:
             limit = min(self._events_max - len(batch), max(1, (self._bytes_max - size) // self._event_bytes_guess))
             page: Sequence[Notification] = self._app.recorder.select_notifications(
@@ -212,19 +168,19 @@ class Follower:
     def _learn(self, largest: int) -> None:
         self._event_bytes_guess = max(EVENT_BYTES_GUESS_MIN, largest, self._event_bytes_guess // 2)
 
-    def _project(self, notification: Notification) -> tuple[Rows, bool]:
-        """The event's rows, or its `projection_errors` row when it cannot be decoded or projected (then True:
-        the poison counter moves when the batch is written, so a batch read again does not count twice)."""
+    def _project(self, notification: Notification) -> dict[str, list[Row]]:
+        """The event's rows, or its `projection_errors` row when it cannot be decoded or projected."""
         try:
             event = self._app.mapper.to_domain_event(notification)
         except Exception as exc:  # a poison message is data, never a dead follower (STYLE 5)
-            return self._poison(notification, "", f"cannot decode: {exc!r}"), True
+            return self._poison(notification, "", f"cannot decode: {exc!r}")
         try:
-            return project(notification.id, event), False  # type: ignore[arg-type]
+            return project(notification.id, event)  # type: ignore[arg-type]
         except Exception as exc:
-            return self._poison(notification, str(getattr(event, "chain_id", "")), f"cannot project: {exc!r}"), True
+            return self._poison(notification, str(getattr(event, "chain_id", "")), f"cannot project: {exc!r}")
 
     def _poison(self, notification: Notification, chain_id: str, error: str) -> Rows:
+        self.poison_events += 1
         log.error("log position %d (%s): %s", notification.id, notification.topic, error)
         return project_error(notification.id, notification.topic, error, chain_id)
 
@@ -255,7 +211,7 @@ class Follower:
         pause_s = self._poll_s
         while not self._stopping.is_set():
             try:
-                projected = self._run_pipelined(self._stopping)
+                projected = self.run_once()
             except Exception as exc:  # the store or the log failed: keep the position, retry after a pause
                 self.failed_batches += 1
                 self.last_error = repr(exc)

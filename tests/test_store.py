@@ -97,16 +97,3 @@ def test_checkpoints_are_per_projector(projection_store: ProjectionStore) -> Non
 def test_database_name_must_be_an_identifier(chdb_dsn: str) -> None:
     with pytest.raises(ValueError):
         ProjectionStore(chdb_dsn, database="x; DROP DATABASE tally")
-
-
-def test_low_cardinality_columns_are_sent_plain_and_stored_unchanged(projection_store: ProjectionStore) -> None:
-    rows = [("c", 1, i, "b", f"t{i}", "transfer", "s", "f", "t", "CELL" if i % 2 else "", 5, 1, None if i else 3,
-             "applied", "", 1) for i in range(3)]
-    projection_store.write({"transactions": rows}, 1)
-    stored = projection_store.client.query(f"SELECT {', '.join(COLUMNS['transactions'])} FROM transactions"
-                                           " ORDER BY tx_id").result_rows
-    assert [tuple(r) for r in stored] == rows
-    types = projection_store.client.query(
-        "SELECT toTypeName(chain_id), toTypeName(asset), toTypeName(nonce) FROM transactions LIMIT 1"
-    ).result_rows[0]
-    assert types == ("LowCardinality(String)", "LowCardinality(String)", "Nullable(UInt64)")
