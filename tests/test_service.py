@@ -209,3 +209,20 @@ def test_the_verifier_pool_gives_the_same_results(tmp_path: Path) -> None:
     assert forged["reason"] == "bad_tx_signature" and "tx 37" in forged["message"]
     assert applied["status"] == "accepted" and len(applied["receipts"]) == 40
     assert {r["status"] for r in applied["receipts"]} == {"applied", "rejected"}
+
+
+def test_submit_many_prefetch_answers_as_one_by_one(tmp_path: Path) -> None:
+    """submit_many starts verifying the next block early: malformed next blocks must not disturb it."""
+    genesis, forged, good = _big_blocks()
+    keyless = {**good, "txs": [{k: v for k, v in tx.items() if k != "key"} for tx in good["txs"]]}
+    not_objects = {**good, "txs": ["tx"] * 40}
+    commands = [genesis, keyless, not_objects, forged, good, good]
+    batched = _results(tmp_path / "batched", 2, commands)
+    service = open_service(tmp_path / "single", workers=2)
+    try:
+        single = ([service.submit(c) for c in commands], service.ledger.last_hash)
+    finally:
+        service.close()
+    assert batched == single
+    reasons = [r.get("reason") for r in batched[0]]
+    assert reasons == [None, "malformed_tx", "malformed_tx", "bad_tx_signature", None, "duplicate_block"]

@@ -17,7 +17,7 @@ from schemas.canonical import block_hash, canonical_bytes, genesis_hash, tx_root
 from schemas.events import BlockApplied, BlockFinalized, GenesisAccepted, LedgerEvent, VoteAccepted
 from schemas.limits import AMOUNT_MAX
 from schemas.reasons import Rejection
-from writes.inspect import inspect_txs
+from writes.inspect import Inspection
 from writes.state import ACTIVE, UNBONDING, BlockInfo, ChainState, Ledger
 
 Draft = tuple[type[LedgerEvent], dict[str, Any]]
@@ -29,13 +29,16 @@ class Decision:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-def decide(ledger: Ledger, command: Any, verifier: BatchVerifier) -> Decision:
-    """Raises Rejection (reason code + message) when the command is refused whole."""
+def decide(ledger: Ledger, command: Any, verifier: BatchVerifier, inspection: Inspection | None = None) -> Decision:
+    """Raises Rejection (reason code + message) when the command is refused whole.
+
+    `inspection`, when given, is the already started check of this block's txs (see writes/inspect.py).
+    """
     kind = commands.command_kind(command)
     if kind == "genesis":
         return decide_genesis(ledger, command)
     if kind == "block":
-        return decide_block(ledger, command, verifier)
+        return decide_block(ledger, command, verifier, inspection)
     return decide_vote(ledger, command)
 
 
@@ -57,14 +60,16 @@ def decide_genesis(ledger: Ledger, genesis: Mapping[str, Any]) -> Decision:
 # ---------------------------------------------------------------------------------------------- blocks
 
 
-def decide_block(ledger: Ledger, block: Mapping[str, Any], verifier: BatchVerifier) -> Decision:
+def decide_block(
+    ledger: Ledger, block: Mapping[str, Any], verifier: BatchVerifier, inspection: Inspection | None = None
+) -> Decision:
     commands.check_block_shape(block)
     chain = ledger.chains.get(block["chain_id"])
     if chain is None:
         raise Rejection("unknown_chain", f"no genesis for chain {block['chain_id']!r}")
     bhash = block_hash(block)
     parent = _check_header(chain, block, bhash)
-    tx_ids = _check_txs(chain, block, verifier)
+    tx_ids = _check_txs(chain, block, verifier, inspection)
     receipts, effects = apply_txs(chain, block, parent)
     applied = BlockApplied
     payload = {
@@ -127,14 +132,18 @@ def _descends_from(chain: ChainState, block: BlockInfo, ancestor: BlockInfo) -> 
     return block.hash == ancestor.hash
 
 
-def _check_txs(chain: ChainState, block: Mapping[str, Any], verifier: BatchVerifier) -> list[str]:
+def _check_txs(
+    chain: ChainState, block: Mapping[str, Any], verifier: BatchVerifier, inspection: Inspection | None
+) -> list[str]:
     txs = block["txs"]
     limit = chain.params["max_block_txs"]
     if len(txs) > limit:
         raise Rejection("too_many_txs", f"{len(txs)} txs exceed max_block_txs {limit}")
     for i, tx in enumerate(txs):
         commands.check_tx_shape(tx, i, block["chain_id"])
-    checks = inspect_txs(txs, verifier)
+    if inspection is None or inspection.txs is not txs:
+        inspection = Inspection(txs, verifier)
+    checks = inspection.result()
     tx_ids = [c.tx_id for c in checks]
     root = tx_root(tx_ids)
     if root != block["tx_root"]:

@@ -23,6 +23,7 @@ from schemas.events import LOG_ID, SCHEMA_VERSION, LedgerEvent
 from schemas.reasons import Rejection
 from schemas.settings import Settings
 from writes.decide import Decision, Draft, decide
+from writes.inspect import Inspection
 from writes.state import Ledger, fold
 
 log = logging.getLogger(__name__)
@@ -106,23 +107,44 @@ class LedgerService:
     def submit(self, command: Any) -> dict[str, Any]:
         """Decide and, when accepted, append. Returns the per-command result (docs/architecture.md)."""
         with self._lock:
-            try:
-                decision = decide(self.ledger, command, self.verifier)
-            except Rejection as rejection:
-                kind = command.get("kind") if isinstance(command, dict) else None
-                return {"status": "rejected", "kind": kind if isinstance(kind, str) else None,
-                        **rejection.as_dict()}
-            self._append(decision)
-            return decision.result
+            return self._submit(command, None)
 
     def submit_many(self, commands: Sequence[Any]) -> list[dict[str, Any]]:
-        return [self.submit(command) for command in commands]
+        """Each command in order, exactly as `submit` would answer it; the signatures of the next block
+        start verifying in the workers while the current command is decided and saved."""
+        results = []
+        with self._lock:
+            ahead = self._start_inspection(commands[0]) if commands else None
+            for i, command in enumerate(commands):
+                current = ahead
+                ahead = self._start_inspection(commands[i + 1]) if i + 1 < len(commands) else None
+                results.append(self._submit(command, current))
+        return results
 
     def close(self) -> None:
         self.verifier.close()
         self.app.close()
 
     # -------------------------------------------------------------------------------------- internals
+
+    def _submit(self, command: Any, inspection: Inspection | None) -> dict[str, Any]:
+        try:
+            decision = decide(self.ledger, command, self.verifier, inspection)
+        except Rejection as rejection:
+            kind = command.get("kind") if isinstance(command, dict) else None
+            return {"status": "rejected", "kind": kind if isinstance(kind, str) else None, **rejection.as_dict()}
+        self._append(decision)
+        return decision.result
+
+    def _start_inspection(self, command: Any) -> Inspection | None:
+        """Start checking a block's tx signatures early; only for blocks of a known chain within its limit."""
+        if not (isinstance(command, dict) and command.get("kind") == "block"):
+            return None
+        chain = self.ledger.chains.get(command.get("chain_id"))  # type: ignore[arg-type]
+        txs = command.get("txs")
+        if chain is None or not isinstance(txs, list) or not txs or len(txs) > chain.params["max_block_txs"]:
+            return None
+        return Inspection(txs, self.verifier)
 
     def _append(self, decision: Decision) -> None:
         if not decision.events:

@@ -42,8 +42,7 @@ def ingest_rate(blocks_n: int, txs_per_block: int) -> dict[str, Any]:
             [(t["key"]["alg"], bytes.fromhex(t["key"]["pk"]), b"", t["sig"]) for t in corpus.blocks[0]["txs"][:64]]
         )  # warm the pool
         start = time.perf_counter()
-        for block in corpus.blocks:
-            result = service.submit(block)
+        for result in service.submit_many(corpus.blocks):  # as `tally submit` and POST /v1/commands send them
             assert result["status"] == "accepted", result
         elapsed = time.perf_counter() - start
         size = service.settings.sqlite_path.stat().st_size
