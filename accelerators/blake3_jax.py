@@ -11,12 +11,21 @@ Host packing (`hash_many`) groups messages by shape bucket and pads batch sizes 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import lax
+if "jax" not in sys.modules and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    # One JAX CPU device per core: XLA runs each kernel call on one core, so tiles are dealt round-robin over
+    # devices (200-byte messages: 0.65M/s on one device, 0.98M/s on two, 2 cores). No effect on GPU platforms;
+    # skipped when JAX was imported first or the flag is already set.
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
+
+import jax  # noqa: E402  (after XLA_FLAGS)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
 
 IV = np.array(
     [0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19], np.uint32
@@ -180,14 +189,22 @@ def _hash_one_shape(messages: Sequence[bytes], chunks: int, blocks: int) -> list
     pending = []
     for start in range(0, len(messages), tile):
         words, lengths = pack(messages[start : start + tile], chunks, blocks, tile)
-        pending.append(hash_words_batch(words, lengths))
+        pending.append(_on_device(len(pending), words, lengths))
     digests = np.concatenate([np.asarray(p) for p in pending])
     return digests_to_bytes(digests, len(messages))
+
+
+def _on_device(k: int, words: np.ndarray, lengths: np.ndarray) -> jax.Array:
+    """Start tile k on device k mod n (asynchronously)."""
+    devices = jax.local_devices()
+    device = devices[k % len(devices)]
+    return hash_words_batch(jax.device_put(words, device), jax.device_put(lengths, device))
 
 
 def hash_words_tiled(words: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Digests uint32[rows, 8] of packed messages, at most TILE rows per kernel call (rows a power of two
     below TILE, else a multiple of it)."""
     tile = min(TILE, words.shape[0])
-    parts = [hash_words_batch(words[i : i + tile], lengths[i : i + tile]) for i in range(0, words.shape[0], tile)]
+    starts = range(0, words.shape[0], tile)
+    parts = [_on_device(k, words[i : i + tile], lengths[i : i + tile]) for k, i in enumerate(starts)]
     return np.concatenate([np.asarray(p) for p in parts])
