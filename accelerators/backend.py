@@ -17,9 +17,9 @@ from accelerators.merkle_cpu import ZERO_HASH, Step, SumNode
 
 ENV = "TALLY_ACCEL"
 # Smallest batch (messages, leaves, proofs) for which JAX beat the blake3 package, per JAX platform.
-# cpu: never, measured on 2 cores (docs/accelerators.md): the kernel alone reached about the blake3 loop's rate
-# and packing bytes into arrays costs more than the difference. gpu: not measured yet (no GPU here); a guess
-# to be replaced by the benchmark's figure on the first GPU machine.
+# cpu: never, measured on 2 cores (docs/accelerators.md): for 200-byte messages the kernel alone ran 1.0-1.7x
+# the blake3 loop, but packing bytes into arrays costs more than the difference at every batch size tried.
+# gpu, tpu: not measured yet (no accelerator here); a guess to be replaced by the benchmark's figure.
 JAX_MIN_BATCH: dict[str, int | None] = {"cpu": None, "gpu": 8192, "tpu": 8192}
 
 
