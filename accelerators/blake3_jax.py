@@ -12,20 +12,26 @@ Host packing (`hash_many`) groups messages by shape bucket and pads batch sizes 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 
-if "jax" not in sys.modules and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    # One JAX CPU device per core: XLA runs each kernel call on one core, so tiles are dealt round-robin over
-    # devices (200-byte messages: 0.65M/s on one device, 0.98M/s on two, 2 cores). No effect on GPU platforms;
-    # skipped when JAX was imported first or the flag is already set.
-    flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
-import jax  # noqa: E402  (after XLA_FLAGS)
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax import lax  # noqa: E402
+
+def _one_device_per_core() -> None:
+    """One JAX CPU device per core: XLA runs each kernel call on one core, so tiles are dealt round-robin over
+    devices (200-byte messages: 0.65M/s on one device, 0.98M/s on two, 2 cores). Left alone when the caller set
+    it, or when JAX already ran something (the setting must precede the backend's start)."""
+    if jax.config.jax_num_cpu_devices == -1:
+        try:
+            jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+        except RuntimeError:
+            pass
+
+
+_one_device_per_core()
 
 IV = np.array(
     [0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19], np.uint32

@@ -87,26 +87,32 @@ _sum_step = _level_kernel(sum_parent)
 
 
 def _levels(step: Callable[..., tuple], arrays: tuple[np.ndarray, ...], count: int) -> list[tuple[np.ndarray, ...]]:
-    """All levels from the leaves up; arrays have a power-of-two row count (or a multiple of 2 * TILE)."""
+    """All levels from the leaves up; arrays have `_rows(count)` rows. Tiles of a level are dealt round-robin over
+    the devices (one per CPU core, see blake3_jax) and each level comes back to the host: on the CPU that copy is
+    cheap beside the hashing, and it lets tiles on different devices meet again."""
+    devices = jax.local_devices()
     out = [tuple(a[:count] for a in arrays)]
-    current = tuple(jnp.asarray(a) for a in arrays)
+    current = arrays
     while count > 1:
         rows = current[0].shape[0]
         tile = min(2 * TILE, rows)
-        parts = [step(jnp.int32(min(max(count - i, 0), tile)), *[a[i : i + tile] for a in current])
-                 for i in range(0, rows, tile)]
-        current = tuple(jnp.concatenate([p[k] for p in parts]) for k in range(len(current)))
+        parts = []
+        for k, i in enumerate(range(0, rows, tile)):
+            device = devices[k % len(devices)]
+            args = [jax.device_put(a[i : i + tile], device) for a in current]
+            parts.append(step(jax.device_put(np.int32(min(max(count - i, 0), tile)), device), *args))
+        current = tuple(np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(current)))
         count = (count + 1) // 2
         current = tuple(_fit(a, _rows(count)) for a in current)
-        out.append(tuple(np.asarray(a[:count]) for a in current))
+        out.append(tuple(a[:count] for a in current))
     return out
 
 
-def _fit(a: jax.Array, rows: int) -> jax.Array:
+def _fit(a: np.ndarray, rows: int) -> np.ndarray:
     """Slice or zero-pad axis 0 to `rows`: keep every level in a shape already compiled."""
     if a.shape[0] >= rows:
         return a[:rows]
-    return jnp.pad(a, [(0, rows - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
+    return np.concatenate([a, np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)])
 
 
 def _rows(n: int) -> int:

@@ -12,13 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 from blake3 import blake3
 
-# blake3_jax before jax itself: it sets XLA_FLAGS for one CPU device per core, read when jax is imported.
 from accelerators import blake3_jax, merkle_cpu, merkle_jax
-
-jax = blake3_jax.jax
 
 
 def _best(fn: Callable[[], object], repeat: int = 3) -> float:
