@@ -16,11 +16,17 @@ from accelerators import merkle_cpu
 from accelerators.merkle_cpu import ZERO_HASH, Step, SumNode
 
 ENV = "TALLY_ACCEL"
-# Smallest batch (messages, leaves, proofs) for which JAX beat the blake3 package, per JAX platform.
-# cpu: never, measured on 2 cores (docs/accelerators.md): for 200-byte messages the kernel alone ran 1.0-1.7x
-# the blake3 loop, but packing bytes into arrays costs more than the difference at every batch size tried.
-# gpu, tpu: not measured yet (no accelerator here); a guess to be replaced by the benchmark's figure.
-JAX_MIN_BATCH: dict[str, int | None] = {"cpu": None, "gpu": 8192, "tpu": 8192}
+# Smallest batch for which JAX beat the blake3 package, per kind of work and JAX platform (None: never).
+# Measured on 2 cores (docs/accelerators.md, `tests/benchmarks/accelerators.py`):
+# - hash (hash_many, sum tree, proofs, chain links): for 200-byte messages the kernel alone ran 1.0-1.7x the
+#   blake3 loop, but packing Python bytes into arrays costs more than the difference at every batch tried;
+#   the sum tree broke even (its levels come back as Python tuples either way).
+# - tree (tx_root): the levels never leave arrays; 16,384 leaves broke even, 65,536 ran 1.6x, 1M 2.0x.
+# gpu, tpu: not measured yet (no accelerator here); a guess to be replaced by the benchmark's figures.
+JAX_MIN_BATCH: dict[str, dict[str, int | None]] = {
+    "hash": {"cpu": None, "gpu": 8192, "tpu": 8192},
+    "tree": {"cpu": 65536, "gpu": 8192, "tpu": 8192},
+}
 
 
 @cache
@@ -30,17 +36,18 @@ def _jax_platform() -> str:
     return jax.default_backend()
 
 
-def choose(batch: int) -> str:
-    """'jax' or 'cpu' for a batch of this size."""
+def choose(batch: int, kind: str = "hash") -> str:
+    """'jax' or 'cpu' for a batch of this size and kind ("hash" or "tree")."""
     forced = os.environ.get(ENV, "auto").lower()
     if forced in ("jax", "cpu"):
         return forced
     if forced != "auto":
         raise ValueError(f"{ENV} must be jax, cpu or auto, not {forced!r}")
-    known = [t for t in JAX_MIN_BATCH.values() if t is not None]
+    thresholds = JAX_MIN_BATCH[kind]
+    known = [t for t in thresholds.values() if t is not None]
     if not known or batch < min(known):  # too small for any device: do not even import JAX
         return "cpu"
-    threshold = JAX_MIN_BATCH.get(_jax_platform())
+    threshold = thresholds.get(_jax_platform())
     return "jax" if threshold is not None and batch >= threshold else "cpu"
 
 
@@ -65,7 +72,7 @@ def hash_many(messages: Sequence[bytes]) -> list[bytes]:
 
 def tx_root(tx_ids_hex: Sequence[str]) -> str:
     """DOMAIN.md's tx_root over tx ids given as 64 hex characters."""
-    if choose(len(tx_ids_hex)) == "jax" and all(len(t) == 64 for t in tx_ids_hex):
+    if choose(len(tx_ids_hex), "tree") == "jax" and all(len(t) == 64 for t in tx_ids_hex):
         return _merkle_jax().tx_root(tx_ids_hex)
     return merkle_cpu.tx_root(tx_ids_hex)
 

@@ -107,6 +107,8 @@ def test_choose(monkeypatch: pytest.MonkeyPatch) -> None:
     assert backend.choose(10**9) == "cpu"
     monkeypatch.setenv(backend.ENV, "auto")
     assert backend.choose(1) == "cpu"  # below every threshold: JAX is not imported at all
+    assert backend.choose(10**6, "tree") == "jax"  # measured: tx_root pays from 65,536 leaves on the CPU too
+    assert backend.choose(10**6, "hash") == ("jax" if backend._jax_platform() != "cpu" else "cpu")
     monkeypatch.setenv(backend.ENV, "gpu")
     with pytest.raises(ValueError):
         backend.choose(1)

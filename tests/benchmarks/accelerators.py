@@ -104,6 +104,15 @@ def jax_threshold(length: int = 200) -> dict[str, Any]:
             "jax_pays_from_batch": min(pays) if pays else None}
 
 
+def tree_threshold() -> dict[str, Any]:
+    """tx_root, JAX / blake3 loop by leaf count: the source of backend.JAX_MIN_BATCH["tree"]."""
+    tried = {}
+    for leaves in (4096, 16384, 65536, 262144):
+        tried[leaves] = merkle_root_rates(leaves)["jax_vs_loop"]
+    pays = [n for n, ratio in tried.items() if ratio > 1.0]
+    return {**_tag(max(tried)), "jax_vs_loop_by_leaves": tried, "jax_pays_from_leaves": min(pays) if pays else None}
+
+
 def accelerator_rates(batch: int = 65536, leaves: int = 1_000_000, events: int = 1_000_000) -> dict[str, Any]:
     """Everything issue 8 asks to measure, as one dict for `python -m tests.benchmarks`."""
     return {
@@ -111,6 +120,7 @@ def accelerator_rates(batch: int = 65536, leaves: int = 1_000_000, events: int =
         "hashes": [hash_rates(length, batch) for length in (64, 200, 1024)],
         "threshold_200_bytes": jax_threshold(200),
         "merkle_root": merkle_root_rates(leaves),
+        "threshold_tx_root": tree_threshold(),
         "hash_chain": hash_chain_rates(events),
         "cpus": os.cpu_count(),
         "numpy": np.__version__,
