@@ -52,3 +52,9 @@ def test_hash_many_keeps_order_across_buckets() -> None:
 @given(st.lists(st.binary(max_size=4096), min_size=1, max_size=20))
 def test_random_inputs_match_blake3_package(messages: list[bytes]) -> None:
     assert blake3_jax.hash_many(messages) == [blake3(m).digest() for m in messages]
+
+
+def test_batches_beyond_one_tile_use_every_device() -> None:
+    # 5,000 messages of 0-64 bytes: three 2,048-row tiles dealt over the devices, mixed lengths (mask packing).
+    messages = [bytes([i % 256]) * (i % 65) for i in range(5000)]
+    assert blake3_jax.hash_many(messages) == [blake3(m).digest() for m in messages]

@@ -112,3 +112,13 @@ def test_choose(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(backend.ENV, "gpu")
     with pytest.raises(ValueError):
         backend.choose(1)
+
+
+def test_deep_proofs_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [blake3(b"deep-%d" % i).hexdigest() for i in range(300)]  # depth 9: the 16-step bucket
+    levels = merkle_cpu.tx_levels(ids)
+    root = levels[-1][0].hex()
+    items = [(ids[k], merkle_cpu.proof_from_levels(levels, k), root) for k in (0, 1, 150, 298, 299)]
+    items.append((ids[5], merkle_cpu.proof_from_levels(levels, 6), root))
+    monkeypatch.setenv(backend.ENV, "jax")
+    assert backend.verify_inclusion_many(items) == [True] * 5 + [False]
