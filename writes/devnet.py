@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from schemas.canonical import block_hash, canonical_bytes, genesis_hash, header_of, tx_id, tx_root
+from schemas import build
+from schemas.canonical import block_hash, canonical_bytes, genesis_hash, header_of
 from schemas.limits import PARAM_DEFAULTS
-from schemas.signing import KeyPair, sign
+from schemas.signing import KeyPair
 
 log = logging.getLogger("tally.devnet")
 
@@ -184,19 +185,7 @@ def build_transfer(
     sender: KeyPair, *, chain_id: str, to: str, amount: int, fee: int, nonce: int, asset: str = ASSET
 ) -> dict[str, Any]:
     """A signed transfer in DOMAIN.md's wire format."""
-    tx = {
-        "kind": "transfer",
-        "chain_id": chain_id,
-        "signer": sender.address,
-        "key": sender.key,
-        "from": sender.address,
-        "to": to,
-        "asset": asset,
-        "amount": amount,
-        "fee": fee,
-        "nonce": nonce,
-    }
-    return sign(tx, sender)
+    return build.transfer(chain_id, sender, to, amount, nonce=nonce, fee=fee, asset=asset)
 
 
 def sign_planned(keys: DevnetKeys, chain_id: str, plans: Sequence[PlannedTransfer]) -> list[dict[str, Any]]:
@@ -216,16 +205,7 @@ def build_block(
     txs: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
     """A block whose header (the block without `txs`) is signed by the proposer's validator key."""
-    header = {
-        "kind": "block",
-        "chain_id": chain_id,
-        "height": height,
-        "parent": parent,
-        "proposer": proposer.node_id,
-        "timestamp_ms": timestamp_ms,
-        "tx_root": tx_root([tx_id(tx) for tx in txs]),
-    }
-    return {**sign(header, proposer.key), "txs": list(txs)}
+    return build.block(chain_id, height, parent, proposer.node_id, proposer.key, timestamp_ms, txs)
 
 
 def voters_for(keys: DevnetKeys, height: int) -> list[DevnetValidator]:
@@ -241,19 +221,7 @@ def voters_for(keys: DevnetKeys, height: int) -> list[DevnetValidator]:
 
 def build_votes(keys: DevnetKeys, *, chain_id: str, height: int, block_hash: str) -> list[dict[str, Any]]:
     """Votes for one block from enough validators (> 2/3 of the stake) to finalize it."""
-    return [
-        sign(
-            {
-                "kind": "vote",
-                "chain_id": chain_id,
-                "node_id": v.node_id,
-                "height": height,
-                "block_hash": block_hash,
-            },
-            v.key,
-        )
-        for v in voters_for(keys, height)
-    ]
+    return [build.vote(chain_id, v.node_id, v.key, height, block_hash) for v in voters_for(keys, height)]
 
 
 def next_block(
