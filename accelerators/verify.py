@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
@@ -16,6 +18,8 @@ import pqcrypto
 from pqcrypto.sign import ml_dsa_65, ml_dsa_87
 
 _VERIFY = {"ml-dsa-65": ml_dsa_65.verify, "ml-dsa-87": ml_dsa_87.verify}
+# How often a pool worker checks that its owner still runs.
+OWNER_POLL_S = 0.5
 # Below this many items a batch is verified inline: the round trip to the pool costs more.
 POOL_BATCH_MIN = 32
 
@@ -32,6 +36,35 @@ def verify_one(alg: str, pk: bytes, message: bytes, sig: bytes) -> bool:
     return True
 
 
+def _exit_with(owner_pid: int) -> None:
+    """Pool worker start-up: exit when the process that owns the pool is gone.
+
+    A worker holds both ends of its own call queue, so when its owner dies by SIGKILL it never sees EOF and
+    would wait forever (and keep the forkserver alive with it). A daemon thread watches the owner instead.
+    """
+
+    def watch() -> None:
+        while _alive(owner_pid):
+            time.sleep(OWNER_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed owner that its parent has not reaped yet is a zombie: gone for our purpose
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
 def _verify_chunk(items: Sequence[Item]) -> list[bool]:
     return [verify_one(alg, pk, msg, bytes.fromhex(sig)) for alg, pk, msg, sig in items]
 
@@ -46,7 +79,9 @@ class BatchVerifier:
     def _executor(self) -> Executor:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def verify(self, items: Sequence[Item]) -> list[bool]:
