@@ -18,6 +18,28 @@ BlockApplied       chain_id, block_hash, height, parent, proposer, operator (the
 VoteAccepted       chain_id, node_id, height, block_hash, vote (as submitted)
 BlockFinalized     chain_id, block_hash, height, voting_stake, total_stake, finalized [[height, hash], ...]
                    (every block newly final, ascending, this one last), head_height, head_timestamp_ms
+                   (the canonical head once the command's events are applied)
+
+Forks (DOMAIN.md, Forks and reorgs). A valid block that extends the canonical tip is a BlockApplied. A valid
+block on a side branch that does not become canonical is a BlockRecorded: same payload as BlockApplied, its
+receipts and effects computed on its own branch's state, and no effect on the canonical state. When a branch
+becomes canonical (it grew longer, or a block on it was finalized), one command's events are, in this order:
+
+ChainReorganized   chain_id, cause ("longer_branch" | "finality"), ancestor_height, ancestor_hash,
+                   ancestor_timestamp_ms (the newest block both branches share), old_tip [height, hash],
+                   new_tip [height, hash], depth (number of blocks reverted), reverted [[height, hash], ...]
+                   (newest first), applied [[height, hash], ...] (oldest first, the new block included
+                   when it caused the reorganization)
+BlockReverted      one per reverted canonical block, newest first: the block's summary (below)
+BlockReapplied     one per recorded side block that becomes canonical, oldest first: the block's summary
+BlockApplied       the new block, when it is what made its branch canonical
+BlockFinalized     when the reorganization was caused by finality
+
+A block's summary is what the views need without the signatures: chain_id, block_hash, height, parent,
+proposer, operator, timestamp_ms, tx_root, txs [[kind, signer, from, to, asset, amount, fee, nonce], ...]
+(`tx_summary`: from is the paying account, to/asset "" and amount/fee 0 when the kind has none, nonce None
+when it has none), tx_ids, receipts, effects, exactly as recorded when the block was first accepted. A revert
+undoes `effects`; a reapply redoes them.
 
 BlockApplied.effects records everything the block changed, so that a block can be reverted exactly:
   balances  [[address, asset, delta]]  net change per (address, asset), first-touched order, no zeros
@@ -75,6 +97,8 @@ class GenesisAccepted(LedgerEvent):
 
 
 class BlockApplied(LedgerEvent):
+    """A valid block that extends the canonical chain."""
+
     KIND = "block_applied"
     block_hash: str
     height: int
@@ -86,6 +110,61 @@ class BlockApplied(LedgerEvent):
     tx_ids: list[str]
     receipts: list[list[str]]
     effects: dict[str, Any]
+
+
+class BlockRecorded(LedgerEvent):
+    """A valid block on a side branch: recorded, not canonical (its receipts and effects are its branch's)."""
+
+    KIND = "block_recorded"
+    block_hash: str
+    height: int
+    parent: str
+    proposer: str
+    operator: str
+    timestamp_ms: int
+    block: dict[str, Any]
+    tx_ids: list[str]
+    receipts: list[list[str]]
+    effects: dict[str, Any]
+
+
+class ChainReorganized(LedgerEvent):
+    KIND = "chain_reorganized"
+    cause: str
+    ancestor_height: int
+    ancestor_hash: str
+    ancestor_timestamp_ms: int
+    old_tip: list[Any]
+    new_tip: list[Any]
+    depth: int
+    reverted: list[list[Any]]
+    applied: list[list[Any]]
+
+
+class _BlockSummaryEvent(LedgerEvent):
+    block_hash: str
+    height: int
+    parent: str
+    proposer: str
+    operator: str
+    timestamp_ms: int
+    tx_root: str
+    txs: list[list[Any]]
+    tx_ids: list[str]
+    receipts: list[list[str]]
+    effects: dict[str, Any]
+
+
+class BlockReverted(_BlockSummaryEvent):
+    """A canonical block taken off the canonical chain by a reorganization: its effects are undone."""
+
+    KIND = "block_reverted"
+
+
+class BlockReapplied(_BlockSummaryEvent):
+    """A recorded side block put on the canonical chain by a reorganization: its effects are done."""
+
+    KIND = "block_reapplied"
 
 
 class VoteAccepted(LedgerEvent):
@@ -108,8 +187,49 @@ class BlockFinalized(LedgerEvent):
 
 
 EVENT_TYPES: dict[str, type[LedgerEvent]] = {
-    cls.KIND: cls for cls in (GenesisAccepted, BlockApplied, VoteAccepted, BlockFinalized)
+    cls.KIND: cls
+    for cls in (
+        GenesisAccepted, BlockApplied, BlockRecorded, ChainReorganized, BlockReverted, BlockReapplied,
+        VoteAccepted, BlockFinalized,
+    )
 }
+# Events that carry a whole signed block, and events that carry a block's summary.
+SIGNED_BLOCK_EVENTS = (BlockApplied, BlockRecorded)
+SUMMARY_EVENTS = (BlockReverted, BlockReapplied)
+
+# Field order of a tx summary.
+TX_SUMMARY_FIELDS = ("kind", "signer", "from", "to", "asset", "amount", "fee", "nonce")
+
+def tx_summary(tx: dict[str, Any]) -> list[Any]:
+    """What the views need of a tx, in TX_SUMMARY_FIELDS order: the paying account (`from` for a transfer, the
+    signer for every other kind), the counterparty, asset and amount when the kind has them (an enroll moves
+    its stake in CELL), the fee, and the nonce (None for kinds without one)."""
+    signer = tx["signer"]
+    if "asset" in tx:
+        asset, amount = str(tx["asset"]), int(tx.get("amount", 0))
+    elif "stake" in tx:
+        asset, amount = "CELL", int(tx["stake"])
+    else:
+        asset, amount = "", 0
+    return [
+        tx["kind"], signer, str(tx.get("from", signer)), str(tx.get("to", "")), asset, amount,
+        int(tx.get("fee", 0)), tx.get("nonce"),
+    ]
+
+
+def block_summary(event: LedgerEvent) -> dict[str, Any]:
+    """The summary payload (see the module docstring) of a BlockApplied, BlockRecorded or summary event."""
+    if isinstance(event, SUMMARY_EVENTS):
+        fields = {k: v for k, v in event.payload().items() if k not in ("prev_hash", "schema_version")}
+        return fields
+    assert isinstance(event, SIGNED_BLOCK_EVENTS), type(event).__name__
+    return {
+        "chain_id": event.chain_id, "block_hash": event.block_hash, "height": event.height,
+        "parent": event.parent, "proposer": event.proposer, "operator": event.operator,
+        "timestamp_ms": event.timestamp_ms, "tx_root": event.block["tx_root"],
+        "txs": [tx_summary(tx) for tx in event.block["txs"]], "tx_ids": list(event.tx_ids),
+        "receipts": [list(r) for r in event.receipts], "effects": event.effects,
+    }
 
 
 def event_hash(kind: str, seq: int, payload: dict[str, Any]) -> str:
