@@ -29,8 +29,6 @@ BLOCK_REASONS = (
     "bad_tx_signature",
     "amount_overflow",
 )
-# Forks arrive with the reorg issue; until then a block whose parent is not the tip is refused with this.
-FORK_UNSUPPORTED = "fork_unsupported"
 
 # Transactions (receipt reasons).
 TX_REASONS = {
@@ -68,7 +66,6 @@ MESSAGES = {
     "signer_mismatch": "a transaction's signer is not the address of its key",
     "bad_tx_signature": "a transaction's signature does not verify",
     "amount_overflow": "an amount would reach 2**63",
-    "fork_unsupported": "the parent is not the canonical tip; side branches arrive with fork support",
     "malformed_vote": "the vote is not well formed",
     "unknown_validator": "no validator with this node_id",
     "not_active": "the validator is not active",

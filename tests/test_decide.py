@@ -126,7 +126,7 @@ def test_a_valid_block_is_applied(ledger: Chain) -> None:
         "status": "accepted", "kind": "block", "chain_id": CHAIN_ID, "hash": block_hash(block), "height": 1,
         "tx_ids": [tx_id(tx)],
         "receipts": [{"tx_id": tx_id(tx), "status": "applied", "reason": "", "height": 1, "index": 0}],
-        "finalized_height": 0,
+        "finalized_height": 0, "canonical": True, "reorg": None,
     }
     assert ledger.state.tip.hash == block_hash(block)
     assert ledger.service.max_position() == 2
@@ -147,7 +147,7 @@ def test_duplicate_block(ledger: Chain) -> None:
     ledger.reject(block, "duplicate_block")
     ledger.apply()
     ledger.apply()
-    ledger.reject(block, "duplicate_block")  # not fork_unsupported: the earlier reason
+    ledger.reject(block, "duplicate_block")  # not a side block: the earlier reason
 
 
 def test_unknown_parent(ledger: Chain) -> None:
@@ -177,14 +177,6 @@ def test_conflicts_with_finality_comes_before_bad_height_and_bad_timestamp(ledge
     b1, b2, _ = _three_blocks(ledger)
     ledger.finalize(b2, 2)
     ledger.reject(ledger.block(parent=b1, height=9, timestamp_ms=0), "conflicts_with_finality")
-
-
-def test_fork_unsupported_above_the_finalized_height(ledger: Chain) -> None:
-    """A placeholder until fork choice lands (docs/decisions.md): a sibling of the tip above finality."""
-    b1, b2, _ = _three_blocks(ledger)
-    ledger.finalize(b1, 1)
-    ledger.reject(ledger.block(parent=b2, height=3), "fork_unsupported")
-    ledger.reject(ledger.block(parent=b1, height=2), "fork_unsupported")
 
 
 def test_a_block_on_the_finalized_tip_is_applied(ledger: Chain) -> None:
@@ -674,7 +666,7 @@ def test_a_vote_is_accepted_and_counted(ledger: Chain) -> None:
     position = ledger.service.max_position()
     assert ledger.submit(ledger.vote(1, b1, 1)) == {
         "status": "accepted", "kind": "vote", "chain_id": CHAIN_ID, "node_id": "node-1", "height": 1,
-        "block_hash": b1, "counted": True, "duplicate": False, "finalized_height": 0,
+        "block_hash": b1, "counted": True, "duplicate": False, "finalized_height": 0, "reorg": None,
     }
     assert ledger.service.max_position() == position + 1
     assert ledger.state.blocks[b1].voters == {"node-1"}

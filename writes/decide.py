@@ -14,11 +14,21 @@ from typing import Any
 from accelerators.verify import BatchVerifier, verify_one
 from schemas import commands
 from schemas.canonical import block_hash, canonical_bytes, genesis_hash, tx_root
-from schemas.events import BlockApplied, BlockFinalized, GenesisAccepted, LedgerEvent, VoteAccepted
+from schemas.events import (
+    BlockApplied,
+    BlockFinalized,
+    BlockReapplied,
+    BlockRecorded,
+    BlockReverted,
+    ChainReorganized,
+    GenesisAccepted,
+    LedgerEvent,
+    VoteAccepted,
+)
 from schemas.limits import AMOUNT_MAX
 from schemas.reasons import Rejection
 from writes.inspect import Inspection
-from writes.state import ACTIVE, UNBONDING, BlockInfo, ChainState, Ledger
+from writes.state import ACTIVE, UNBONDING, BlockInfo, BranchView, ChainState, Ledger
 
 Draft = tuple[type[LedgerEvent], dict[str, Any]]
 
@@ -63,51 +73,64 @@ def decide_genesis(ledger: Ledger, genesis: Mapping[str, Any]) -> Decision:
 def decide_block(
     ledger: Ledger, block: Mapping[str, Any], verifier: BatchVerifier, inspection: Inspection | None = None
 ) -> Decision:
+    """A valid block extends the canonical chain, is recorded on a side branch, or makes its branch canonical
+    (it is higher than the tip, or votes that came before it finalize it): DOMAIN.md's fork choice."""
     commands.check_block_shape(block)
     chain = ledger.chains.get(block["chain_id"])
     if chain is None:
         raise Rejection("unknown_chain", f"no genesis for chain {block['chain_id']!r}")
     bhash = block_hash(block)
     parent = _check_header(chain, block, bhash)
+    branch = BranchView(chain, parent)
+    _check_proposer(branch, block)
     tx_ids = _check_txs(chain, block, verifier, inspection)
-    receipts, effects = apply_txs(chain, block, parent)
-    applied = BlockApplied
+    receipts, effects = apply_txs(branch, block)
     payload = {
         "chain_id": chain.chain_id, "block_hash": bhash, "height": block["height"], "parent": parent.hash,
-        "proposer": block["proposer"], "operator": chain.validators[block["proposer"]].operator,
+        "proposer": block["proposer"], "operator": branch.validator(block["proposer"]).operator,  # type: ignore[union-attr]
         "timestamp_ms": block["timestamp_ms"], "block": dict(block), "tx_ids": tx_ids,
         "receipts": receipts, "effects": effects,
     }
-    events: list[Draft] = [(applied, payload)]
     # Votes that arrived before the block may finalize it at once.
     early = {n for n, h in chain.pending_votes.get(bhash, set()) if h == block["height"]}
-    info = _block_info_after(chain, payload, early)
+    info = _block_info_after(branch, payload, early)
     finality = _finality(chain, info, head=info)
+    extends_tip = parent.hash == chain.tip.hash
+    canonical = extends_tip or info.height > chain.tip.height or finality is not None
+    events: list[Draft] = []
+    reorg = None
+    if canonical and not extends_tip:
+        cause = "longer_branch" if info.height > chain.tip.height else "finality"
+        events += _reorganize(chain, parent, cause, new_block=info)
+        reorg = _reorg_result(events[0][1])
+    events.append((BlockApplied if canonical else BlockRecorded, payload))
     if finality:
         events.append(finality)
     result = {
         "status": "accepted", "kind": "block", "chain_id": chain.chain_id, "hash": bhash,
-        "height": block["height"], "tx_ids": tx_ids,
+        "height": block["height"], "tx_ids": tx_ids, "canonical": canonical, "reorg": reorg,
+        # Blocks that were never canonical have no receipts (DOMAIN.md); a side block gets them if it wins.
         "receipts": [
             {"tx_id": t, "status": s, "reason": r, "height": block["height"], "index": i}
             for i, (t, (s, r)) in enumerate(zip(tx_ids, receipts, strict=True))
-        ],
+        ] if canonical else [],
         "finalized_height": finality[1]["height"] if finality else chain.finalized_height,
     }
     return Decision(events, result)
 
 
 def _check_header(chain: ChainState, block: Mapping[str, Any], bhash: str) -> BlockInfo:
-    """Header rules in DOMAIN.md's order, up to and including the proposer's signature."""
+    """Header rules in DOMAIN.md's order, up to the timestamp; the parent is returned."""
     if bhash in chain.blocks:
         raise Rejection("duplicate_block", f"block {bhash} is already recorded")
     parent = chain.blocks.get(block["parent"])
     if parent is None:
         raise Rejection("unknown_parent", f"parent {block['parent']} is not known on chain {chain.chain_id!r}")
-    if not _descends_from(chain, parent, chain.finalized):
+    if not chain.descends_from(parent, chain.finalized):
         raise Rejection(
             "conflicts_with_finality",
-            f"parent at height {parent.height} does not descend from finalized height {chain.finalized_height}",
+            f"parent {parent.hash} at height {parent.height} does not descend from the finalized block"
+            f" {chain.finalized.hash} at height {chain.finalized_height}",
         )
     if block["height"] != parent.height + 1:
         raise Rejection("bad_height", f"height {block['height']} is not parent height {parent.height} + 1")
@@ -115,21 +138,61 @@ def _check_header(chain: ChainState, block: Mapping[str, Any], bhash: str) -> Bl
         raise Rejection(
             "bad_timestamp", f"timestamp_ms {block['timestamp_ms']} is earlier than the parent's {parent.timestamp_ms}"
         )
-    if parent.hash != chain.tip.hash:
-        raise Rejection("fork_unsupported", f"parent {parent.hash} is not the canonical tip {chain.tip.hash}")
-    validator = chain.validators.get(block["proposer"])
+    return parent
+
+
+def _check_proposer(branch: BranchView, block: Mapping[str, Any]) -> None:
+    """The proposer must be active in the state after the parent, on its own branch, and have signed."""
+    validator = branch.validator(block["proposer"])
     if validator is None or validator.phase != ACTIVE:
         raise Rejection("proposer_not_active", f"proposer {block['proposer']!r} is not an active validator")
     header_msg = canonical_bytes({k: v for k, v in block.items() if k != "txs"}, drop_sig=True)
     if not verify_one(validator.alg, validator.pk, header_msg, bytes.fromhex(block["sig"])):
         raise Rejection("bad_signature", f"header signature does not verify under {block['proposer']!r}'s key")
-    return parent
 
 
-def _descends_from(chain: ChainState, block: BlockInfo, ancestor: BlockInfo) -> bool:
-    while block.height > ancestor.height:
-        block = chain.blocks[block.parent]
-    return block.hash == ancestor.hash
+def _reorganize(chain: ChainState, target: BlockInfo, cause: str, new_block: BlockInfo | None = None) -> list[Draft]:
+    """The events that make `target` the canonical tip (then `new_block`, whose BlockApplied follows)."""
+    undo, ancestor, redo = chain.path(target)
+    if not undo:
+        raise AssertionError(f"{target.hash} descends from the tip: that is an extension, not a reorganization")
+    applied = [[b.height, b.hash] for b in redo]
+    if new_block is not None:
+        applied.append([new_block.height, new_block.hash])
+    new_tip = applied[-1]
+    header = {
+        "chain_id": chain.chain_id, "cause": cause, "ancestor_height": ancestor.height,
+        "ancestor_hash": ancestor.hash, "ancestor_timestamp_ms": ancestor.timestamp_ms,
+        "old_tip": [chain.tip.height, chain.tip.hash], "new_tip": new_tip, "depth": len(undo),
+        "reverted": [[b.height, b.hash] for b in undo], "applied": applied,
+    }
+    drafts: list[Draft] = [(ChainReorganized, header)]
+    drafts += [(BlockReverted, dict(_summary_of(b))) for b in undo]
+    drafts += [(BlockReapplied, dict(_summary_of(b))) for b in redo]
+    return drafts
+
+
+def _summary_of(block: BlockInfo) -> dict[str, Any]:
+    if block.summary is None:
+        raise AssertionError(f"block {block.hash} cannot move: it is final or off the final branch")
+    return block.summary
+
+
+def _reorg_result(header: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("cause", "depth", "ancestor_height", "ancestor_hash", "old_tip", "new_tip")
+    return {k: header[k] for k in keys}
+
+
+def _best_tip_containing(chain: ChainState, block: BlockInfo) -> BlockInfo:
+    """Fork choice among the branches through `block`: the greatest height, then the tip accepted first."""
+    candidates = [chain.blocks[h] for h in chain.unsettled]
+    best = block
+    for candidate in candidates:
+        if (candidate.height, -candidate.order) > (best.height, -best.order) and chain.descends_from(
+            candidate, block
+        ):
+            best = candidate
+    return best
 
 
 def _check_txs(
@@ -157,26 +220,26 @@ def _check_txs(
 
 
 class _Overlay:
-    """Balances and nonces as the block changes them, over the untouched chain state."""
+    """Balances and nonces as the block changes them, over the untouched state after its parent."""
 
-    def __init__(self, chain: ChainState) -> None:
+    def __init__(self, chain: BranchView) -> None:
         self.chain = chain
         self.balances: dict[tuple[str, str], int] = {}
         self.nonces: dict[str, int] = {}
 
     def balance(self, address: str, asset: str) -> int:
         key = (address, asset)
-        return self.balances[key] if key in self.balances else self.chain.balances.get(key, 0)
+        return self.balances[key] if key in self.balances else self.chain.balance(address, asset)
 
     def add(self, address: str, asset: str, delta: int) -> None:
         self.balances[(address, asset)] = self.balance(address, asset) + delta
 
     def next_nonce(self, address: str) -> int:
-        return self.nonces[address] if address in self.nonces else self.chain.nonces.get(address, 0)
+        return self.nonces[address] if address in self.nonces else self.chain.next_nonce(address)
 
 
-def apply_txs(chain: ChainState, block: Mapping[str, Any], parent: BlockInfo) -> tuple[list[list[str]], dict[str, Any]]:
-    """Receipts and effects of a valid block: txs in order, then reward and fees, then releases."""
+def apply_txs(chain: BranchView, block: Mapping[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
+    """Receipts and effects of a valid block on its branch: txs in order, then reward and fees, then releases."""
     state = _Overlay(chain)
     receipts: list[list[str]] = []
     fees = 0
@@ -190,7 +253,8 @@ def apply_txs(chain: ChainState, block: Mapping[str, Any], parent: BlockInfo) ->
         fees += tx["fee"]
         volume[tx["asset"]] = volume.get(tx["asset"], 0) + tx["amount"]
         receipts.append(["applied", ""])
-    validator = chain.validators[block["proposer"]]
+    validator = chain.validator(block["proposer"])
+    assert validator is not None  # _check_proposer
     reward = chain.params["block_reward"]
     if state.balance(validator.operator, "CELL") + reward + fees > AMOUNT_MAX:
         raise Rejection("amount_overflow", "the reward and fees would take the proposer's operator to 2**63")
@@ -206,7 +270,7 @@ def apply_txs(chain: ChainState, block: Mapping[str, Any], parent: BlockInfo) ->
     return receipts, effects
 
 
-def _transfer_rejection(chain: ChainState, state: _Overlay, tx: Mapping[str, Any]) -> str:
+def _transfer_rejection(chain: BranchView, state: _Overlay, tx: Mapping[str, Any]) -> str:
     """The first rejection reason that applies, in DOMAIN.md's order, or '' when the transfer applies."""
     sender, asset, amount, fee = tx["from"], tx["asset"], tx["amount"], tx["fee"]
     if tx["nonce"] != state.next_nonce(sender):
@@ -230,10 +294,10 @@ def _apply_transfer(state: _Overlay, tx: Mapping[str, Any]) -> None:
     state.nonces[sender] = state.next_nonce(sender) + 1
 
 
-def _releases(chain: ChainState, state: _Overlay, timestamp_ms: int) -> list[list[Any]]:
+def _releases(chain: BranchView, state: _Overlay, timestamp_ms: int) -> list[list[Any]]:
     """Unbonding stakes whose window ended by this block's timestamp go back to their operators."""
     released = []
-    for v in chain.validators.values():
+    for v in chain.validators():
         if v.phase == UNBONDING and v.unbond_at_ms is not None and v.unbond_at_ms <= timestamp_ms:
             if state.balance(v.operator, "CELL") + v.stake > AMOUNT_MAX:
                 raise Rejection("amount_overflow", f"releasing {v.node_id}'s stake would overflow its operator")
@@ -242,7 +306,7 @@ def _releases(chain: ChainState, state: _Overlay, timestamp_ms: int) -> list[lis
     return released
 
 
-def _block_info_after(chain: ChainState, payload: Mapping[str, Any], voters: set[str]) -> BlockInfo:
+def _block_info_after(chain: BranchView, payload: Mapping[str, Any], voters: set[str]) -> BlockInfo:
     """The block as `evolve` will record it (the validator set after it), to test finality before saving."""
     stakes = chain.active_stakes
     if payload["effects"]["releases"]:
@@ -255,8 +319,13 @@ def _block_info_after(chain: ChainState, payload: Mapping[str, Any], voters: set
 
 
 def _finality(chain: ChainState, block: BlockInfo, head: BlockInfo) -> Draft | None:
-    """A BlockFinalized draft if `block`'s votes finalize it (and its ancestors) now, else None."""
+    """A BlockFinalized draft if `block`'s votes finalize it (and its ancestors) now, else None.
+
+    Only a block on the branch of every final block can become final: once a block is final, votes for a
+    block that does not descend from it are kept but never count (DOMAIN.md)."""
     if block.height <= chain.finalized_height or not block.is_final_by_votes():
+        return None
+    if not chain.descends_from(chain.blocks[block.parent], chain.finalized):
         return None
     newly = [[block.height, block.hash]]
     cursor = block
@@ -294,7 +363,7 @@ def decide_vote(ledger: Ledger, vote: Mapping[str, Any]) -> Decision:
     result = {
         "status": "accepted", "kind": "vote", "chain_id": chain.chain_id, "node_id": node_id,
         "height": height, "block_hash": target, "counted": block is not None, "duplicate": False,
-        "finalized_height": chain.finalized_height,
+        "finalized_height": chain.finalized_height, "reorg": None,
     }
     if block is not None:
         already = node_id in block.voters
@@ -308,7 +377,13 @@ def decide_vote(ledger: Ledger, vote: Mapping[str, Any]) -> Decision:
     if block is not None:
         with_vote = BlockInfo(block.hash, block.height, block.parent, block.timestamp_ms, block.proposer,
                               block.stakes, block.total_stake, block.voters | {node_id})
-        finality = _finality(chain, with_vote, head=chain.tip)
+        head = chain.tip
+        if not chain.is_canonical(block) and _finality(chain, with_vote, head) is not None:
+            # Finalizing a block off the canonical chain reorganizes onto the best branch through it.
+            head = _best_tip_containing(chain, block)
+            events += _reorganize(chain, head, "finality")
+            result["reorg"] = _reorg_result(events[1][1])
+        finality = _finality(chain, with_vote, head=head)
         if finality:
             events.append(finality)
             result["finalized_height"] = finality[1]["height"]

@@ -149,24 +149,10 @@ class LedgerService:
     def _append(self, decision: Decision) -> None:
         if not decision.events:
             return
-        sealed = self._seal(decision.events)
+        sealed = seal(self.ledger, decision.events)
         self.app.save(*(event for event, _ in sealed))
         for event, ehash in sealed:
             fold(self.ledger, event, ehash)
-
-    def _seal(self, drafts: list[Draft]) -> list[tuple[LedgerEvent, str]]:
-        """Give each draft its place in the log and the hash of the event before it."""
-        sealed = []
-        seq, prev = self.ledger.seq, self.ledger.last_hash
-        for cls, payload in drafts:
-            seq += 1
-            event = cls(
-                originator_id=LOG_ID, originator_version=seq, timestamp=cls.create_timestamp(),
-                prev_hash=prev, schema_version=SCHEMA_VERSION, **payload,
-            )
-            prev = event.hash()
-            sealed.append((event, prev))
-        return sealed
 
     def _load(self) -> None:
         """Fold the whole log. Only the last event is hashed here: `tally verify` checks every link."""
@@ -179,3 +165,18 @@ class LedgerService:
         if last is not None:
             self.ledger.last_hash = last.hash()
             log.info("loaded %d events; head hash %s", self.ledger.seq, self.ledger.last_hash)
+
+
+def seal(ledger: Ledger, drafts: Sequence[Draft]) -> list[tuple[LedgerEvent, str]]:
+    """Give each draft its place in the log after `ledger`'s last event and the hash of the event before it."""
+    sealed = []
+    seq, prev = ledger.seq, ledger.last_hash
+    for cls, payload in drafts:
+        seq += 1
+        event = cls(
+            originator_id=LOG_ID, originator_version=seq, timestamp=cls.create_timestamp(),
+            prev_hash=prev, schema_version=SCHEMA_VERSION, **payload,
+        )
+        prev = event.hash()
+        sealed.append((event, prev))
+    return sealed

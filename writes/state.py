@@ -2,15 +2,33 @@
 
 `decide` reads it; only `evolve` changes it, and only with events that were saved. Everything a block
 changed is in its BlockApplied event, so `evolve` applies recorded effects instead of re-running txs.
+
+Forks: `balances`, `nonces`, `validators` ... are the state after the canonical tip. Every valid block is in
+`blocks` (canonical or not); the ones that can still be reverted or made canonical (not final, on a branch that
+contains every final block) keep their summary (`BlockInfo.summary`, with the effects), so that a reorganization
+can undo and redo them exactly, and `BranchView` can show the state after any such block without copying.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from functools import singledispatch
+from typing import Any
 
 from schemas.canonical import ZERO_HASH
-from schemas.events import BlockApplied, BlockFinalized, GenesisAccepted, LedgerEvent, VoteAccepted
+from schemas.events import (
+    BlockApplied,
+    BlockFinalized,
+    BlockReapplied,
+    BlockRecorded,
+    BlockReverted,
+    ChainReorganized,
+    GenesisAccepted,
+    LedgerEvent,
+    VoteAccepted,
+    block_summary,
+)
 
 ACTIVE, UNBONDING, RELEASED = "active", "unbonding", "released"
 
@@ -41,6 +59,10 @@ class BlockInfo:
     total_stake: int
     voters: set[str] = field(default_factory=set)
     finalized: bool = False
+    order: int = 0  # acceptance order within the chain: fork choice keeps the tip accepted first on ties
+    # The block's summary (schemas/events.py) while it may still be reverted or made canonical; None once it
+    # is final or off every branch that contains the final blocks.
+    summary: dict[str, Any] | None = None
 
     def voting_stake(self) -> int:
         return sum(self.stakes.get(node_id, 0) for node_id in self.voters)
@@ -69,10 +91,34 @@ class ChainState:
     minted: int = 0
     burned: int = 0
     active_stakes: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0  # blocks accepted so far (BlockInfo.order)
+    unsettled: set[str] = field(default_factory=set)  # hashes of blocks that keep their summary
+    reorganizations: int = 0
 
     @property
     def tip(self) -> BlockInfo:
         return self.blocks[self.canonical[-1]]
+
+    def is_canonical(self, block: BlockInfo) -> bool:
+        return block.height < len(self.canonical) and self.canonical[block.height] == block.hash
+
+    def descends_from(self, block: BlockInfo, ancestor: BlockInfo) -> bool:
+        """Whether `ancestor` is `block` or one of its ancestors."""
+        while block.height > ancestor.height:
+            block = self.blocks[block.parent]
+        return block.hash == ancestor.hash
+
+    def path(self, target: BlockInfo) -> tuple[list[BlockInfo], BlockInfo, list[BlockInfo]]:
+        """How to make `target` the tip: the canonical blocks to revert (newest first), the newest block both
+        branches share, and the blocks to apply (oldest first, `target` last)."""
+        redo = []
+        cursor = target
+        while not self.is_canonical(cursor):
+            redo.append(cursor)
+            cursor = self.blocks[cursor.parent]
+        undo = [self.blocks[h] for h in reversed(self.canonical[cursor.height + 1:])]
+        redo.reverse()
+        return undo, cursor, redo
 
     @property
     def finalized(self) -> BlockInfo:
@@ -86,6 +132,112 @@ class ChainState:
 
     def refresh_active_stakes(self) -> None:
         self.active_stakes = {v.node_id: v.stake for v in self.validators.values() if v.phase == ACTIVE}
+
+    # The state after the tip moves with the canonical chain: a block's effects are done when it becomes
+    # canonical and undone, exactly, when it is reverted.
+
+    def do_effects(self, fx: dict[str, Any]) -> None:
+        balances = self.balances
+        for address, asset, delta in fx["balances"]:
+            balances[(address, asset)] = balances.get((address, asset), 0) + delta
+        for address, _before, after in fx["nonces"]:
+            self.nonces[address] = after
+        self.minted += fx["minted"]
+        self.burned += fx["burned"]
+        if fx["releases"]:
+            for node_id, _stake in fx["releases"]:
+                validator = self.validators[node_id]
+                validator.phase, validator.stake = RELEASED, 0
+            self.refresh_active_stakes()
+
+    def undo_effects(self, fx: dict[str, Any]) -> None:
+        balances = self.balances
+        for address, asset, delta in fx["balances"]:
+            amount = balances[(address, asset)] - delta
+            if amount:
+                balances[(address, asset)] = amount
+            else:
+                del balances[(address, asset)]
+        for address, before, _after in fx["nonces"]:
+            if before:
+                self.nonces[address] = before
+            else:
+                self.nonces.pop(address, None)
+        self.minted -= fx["minted"]
+        self.burned -= fx["burned"]
+        if fx["releases"]:
+            for node_id, stake in fx["releases"]:
+                validator = self.validators[node_id]
+                validator.phase, validator.stake = UNBONDING, stake
+            self.refresh_active_stakes()
+
+    def settle(self) -> None:
+        """Forget the summaries of blocks that can no longer move: final ones, and those off the final branch."""
+        final = self.finalized
+        for block_hash in list(self.unsettled):
+            block = self.blocks[block_hash]
+            if block.height <= final.height or not self.descends_from(block, final):
+                block.summary = None
+                self.unsettled.discard(block_hash)
+
+
+class BranchView:
+    """The chain state after `parent` on its own branch, read through the canonical state without copying it:
+    the canonical blocks above the common ancestor undone, the branch's blocks up to `parent` done.
+
+    It answers what `decide` asks of a state (balances, nonces, validators, active stakes); for the canonical tip
+    it is the canonical state itself.
+    """
+
+    def __init__(self, chain: ChainState, parent: BlockInfo) -> None:
+        self.chain = chain
+        self.params = chain.params
+        self.assets = chain.assets
+        self._balances: dict[tuple[str, str], int] = {}
+        self._nonces: dict[str, int] = {}
+        self._validators: dict[str, Validator] = {}
+        if parent.hash != chain.tip.hash:
+            undo, _ancestor, redo = chain.path(parent)
+            for block in undo:
+                self._move(_summary(block)["effects"], undo=True)
+            for block in redo:
+                self._move(_summary(block)["effects"], undo=False)
+        if self._validators:
+            self.active_stakes = {v.node_id: v.stake for v in self.validators() if v.phase == ACTIVE}
+        else:
+            self.active_stakes = chain.active_stakes
+
+    def _move(self, fx: dict[str, Any], *, undo: bool) -> None:
+        sign = -1 if undo else 1
+        for address, asset, delta in fx["balances"]:
+            self._balances[(address, asset)] = self.balance(address, asset) + sign * delta
+        for address, before, after in fx["nonces"]:
+            self._nonces[address] = before if undo else after
+        for node_id, stake in fx["releases"]:
+            validator = replace(self.validator(node_id))  # type: ignore[type-var]
+            validator.phase, validator.stake = (UNBONDING, stake) if undo else (RELEASED, 0)
+            self._validators[node_id] = validator
+
+    def balance(self, address: str, asset: str) -> int:
+        key = (address, asset)
+        return self._balances[key] if key in self._balances else self.chain.balances.get(key, 0)
+
+    def next_nonce(self, address: str) -> int:
+        return self._nonces[address] if address in self._nonces else self.chain.nonces.get(address, 0)
+
+    def validator(self, node_id: str) -> Validator | None:
+        found = self._validators.get(node_id)
+        return found if found is not None else self.chain.validators.get(node_id)
+
+    def validators(self) -> Iterator[Validator]:
+        for node_id, validator in self.chain.validators.items():
+            yield self._validators.get(node_id, validator)
+
+
+def _summary(block: BlockInfo) -> dict[str, Any]:
+    if block.summary is None:
+        raise AssertionError(f"block {block.hash} has no summary: it is final or off the final branch")
+    return block.summary
 
 
 @dataclass
@@ -129,28 +281,60 @@ def _(event: GenesisAccepted, ledger: Ledger) -> None:
 @evolve.register
 def _(event: BlockApplied, ledger: Ledger) -> None:
     chain = ledger.chains[event.chain_id]
-    fx = event.effects
-    for address, asset, delta in fx["balances"]:
-        chain.balances[(address, asset)] = chain.balances.get((address, asset), 0) + delta
-    for address, _before, after in fx["nonces"]:
-        chain.nonces[address] = after
-    chain.minted += fx["minted"]
-    chain.burned += fx["burned"]
-    if fx["releases"]:
-        for node_id, _stake in fx["releases"]:
-            validator = chain.validators[node_id]
-            validator.phase, validator.stake = RELEASED, 0
-        chain.refresh_active_stakes()
+    if chain.canonical[-1] != event.parent:
+        raise ValueError(f"block {event.block_hash} applied on {event.parent}, which is not the canonical tip")
+    chain.do_effects(event.effects)
+    info = _record(chain, event, chain.active_stakes)
+    chain.canonical.append(info.hash)
+
+
+@evolve.register
+def _(event: BlockRecorded, ledger: Ledger) -> None:
+    chain = ledger.chains[event.chain_id]
+    stakes = BranchView(chain, chain.blocks[event.parent]).active_stakes
+    if event.effects["releases"]:
+        gone = {node_id for node_id, _ in event.effects["releases"]}
+        stakes = {n: s for n, s in stakes.items() if n not in gone}
+    _record(chain, event, stakes)
+
+
+def _record(chain: ChainState, event: BlockApplied | BlockRecorded, stakes: dict[str, int]) -> BlockInfo:
+    """A newly accepted block, with the stakes active after it on its branch."""
+    chain.accepted += 1
     info = BlockInfo(
         event.block_hash, event.height, event.parent, event.timestamp_ms, event.proposer,
-        chain.active_stakes, sum(chain.active_stakes.values()),
+        stakes, sum(stakes.values()), order=chain.accepted, summary=block_summary(event),
     )
     # Votes that arrived before the block count now if their height is the block's; others are dropped.
     for node_id, height in chain.pending_votes.pop(info.hash, set()):
         if height == info.height:
             info.voters.add(node_id)
     chain.blocks[info.hash] = info
-    chain.canonical.append(info.hash)
+    chain.unsettled.add(info.hash)
+    return info
+
+
+@evolve.register
+def _(event: ChainReorganized, ledger: Ledger) -> None:
+    ledger.chains[event.chain_id].reorganizations += 1
+
+
+@evolve.register
+def _(event: BlockReverted, ledger: Ledger) -> None:
+    chain = ledger.chains[event.chain_id]
+    if chain.canonical[-1] != event.block_hash:
+        raise ValueError(f"revert of {event.block_hash}, which is not the canonical tip")
+    chain.undo_effects(event.effects)
+    chain.canonical.pop()
+
+
+@evolve.register
+def _(event: BlockReapplied, ledger: Ledger) -> None:
+    chain = ledger.chains[event.chain_id]
+    if chain.canonical[-1] != event.parent:
+        raise ValueError(f"reapply of {event.block_hash}, whose parent is not the canonical tip")
+    chain.do_effects(event.effects)
+    chain.canonical.append(event.block_hash)
 
 
 @evolve.register
@@ -169,6 +353,7 @@ def _(event: BlockFinalized, ledger: Ledger) -> None:
     for _height, block_hash in event.finalized:
         chain.blocks[block_hash].finalized = True
     chain.finalized_height = max(chain.finalized_height, event.height)
+    chain.settle()
 
 
 def fold(ledger: Ledger, event: LedgerEvent, event_hash: str) -> None:
