@@ -3,27 +3,47 @@
 A row is a tuple in the column order of `COLUMNS[table]` (the DDL's order, `position` last), ready for a
 columnar insert. The same (position, event) always gives the same rows, and every row names the position of
 the event that made it, so the sink can write a batch and its checkpoint and a replay changes nothing.
+
+Forks stay append-only (schemas/events.py, Forks): every block event writes a `blocks` row, and a block's
+latest row by position says whether it is canonical. BlockApplied and BlockReapplied write the same rows (a
+canonical block, its txs and receipts, its balance deltas and flows, the head moved up to it); BlockReverted
+writes them again with every tx 'reverted' (original reason kept) and every delta and flow negated;
+BlockRecorded writes only a non-canonical `blocks` row (a block never canonical has no receipts);
+ChainReorganized writes a `reorgs` row and moves the head down to the common ancestor. So at every position,
+the rows at heights up to the head are the canonical chain, and a balance is still a plain sum of deltas.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from schemas.canonical import EMPTY_ROOT, ZERO_HASH
-from schemas.events import BlockApplied, BlockFinalized, GenesisAccepted, LedgerEvent, VoteAccepted
+from schemas.events import (
+    TX_SUMMARY_FIELDS,
+    BlockApplied,
+    BlockFinalized,
+    BlockReapplied,
+    BlockRecorded,
+    BlockReverted,
+    ChainReorganized,
+    GenesisAccepted,
+    LedgerEvent,
+    VoteAccepted,
+    block_summary,
+)
 
 Row = tuple[Any, ...]
 Rows = dict[str, list[Row]]
 
-# Column order of every table, as schemas/clickhouse/001_core.sql creates them. The order of this mapping is
+# Column order of every table, as schemas/clickhouse/*.sql create them. The order of this mapping is
 # the sink's write order: `chain_head` comes last, so a reader that sees a head sees every row up to it.
 COLUMNS: dict[str, tuple[str, ...]] = {
     "chains": ("chain_id", "genesis_hash", "timestamp_ms", "params", "position"),
     "blocks": (
         "chain_id", "height", "hash", "parent", "proposer", "operator", "timestamp_ms", "tx_root",
-        "tx_count", "applied_count", "rejected_count", "reward", "fees", "position",
+        "tx_count", "applied_count", "rejected_count", "reward", "fees", "canonical", "position",
     ),
     "transactions": (
         "chain_id", "height", "tx_index", "block_hash", "tx_id", "kind", "signer", "from_address",
@@ -41,6 +61,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "position",
     ),
     "asset_flows": ("chain_id", "height", "asset", "minted", "burned", "volume", "fees", "position"),
+    "reorgs": (
+        "chain_id", "cause", "depth", "ancestor_height", "ancestor_hash", "old_tip_height", "old_tip_hash",
+        "new_tip_height", "new_tip_hash", "reverted", "applied", "position",
+    ),
     "projection_errors": ("chain_id", "topic", "error", "position"),
     "chain_head": ("chain_id", "kind", "height", "hash", "timestamp_ms", "position"),
 }
@@ -49,6 +73,8 @@ NATIVE_ASSET = "CELL"
 # The account's next nonce rides in balance_deltas under this key: no asset symbol starts with '#'.
 NONCE_KEY = "#nonce"
 HEAD, FINALIZED = "head", "finalized"
+APPLIED, REJECTED, REVERTED = "applied", "rejected", "reverted"
+_TX = {name: i for i, name in enumerate(TX_SUMMARY_FIELDS)}
 ERROR_TEXT_MAX = 2_000  # an error row keeps the start of the message: enough to diagnose, bounded in size
 
 
@@ -69,7 +95,7 @@ def _genesis(position: int, e: GenesisAccepted) -> Rows:
     params = json.dumps(e.params, sort_keys=True, separators=(",", ":"))
     return {
         "chains": [(c, e.block_hash, ts, params, position)],
-        "blocks": [(c, 0, e.block_hash, ZERO_HASH, "", "", ts, EMPTY_ROOT, 0, 0, 0, 0, 0, position)],
+        "blocks": [(c, 0, e.block_hash, ZERO_HASH, "", "", ts, EMPTY_ROOT, 0, 0, 0, 0, 0, 1, position)],
         "balance_deltas": [(c, a, NATIVE_ASSET, 0, amount, position) for a, amount in e.allocations if amount],
         # Genesis stakes are minted as bonded stake, so they count in supply but in no balance.
         "asset_flows": [(c, 0, NATIVE_ASSET, allocated + stakes, 0, 0, 0, position)],
@@ -79,18 +105,43 @@ def _genesis(position: int, e: GenesisAccepted) -> Rows:
     }
 
 
-def _block(position: int, e: BlockApplied) -> Rows:
-    c, h, bh = e.chain_id, e.height, e.block_hash
-    fx = e.effects
-    txs: Sequence[Mapping[str, Any]] = e.block["txs"]
+def _applied(position: int, e: BlockApplied | BlockReapplied) -> Rows:
+    """A block put on the canonical chain: by extending it, or by a reorganization (the same rows)."""
+    return _block_rows(position, block_summary(e), reverted=False)
+
+
+def _reverted(position: int, e: BlockReverted) -> Rows:
+    return _block_rows(position, block_summary(e), reverted=True)
+
+
+def _recorded(position: int, e: BlockRecorded) -> Rows:
+    """A side block: recorded, not canonical, and without receipts (it was never canonical)."""
+    return {"blocks": [_block_row(position, block_summary(e), canonical=False)]}
+
+
+def _block_row(position: int, b: Mapping[str, Any], *, canonical: bool) -> Row:
+    # The counts are the block's own receipts, as computed on its branch when it was accepted.
+    applied = sum(status == APPLIED for status, _ in b["receipts"])
+    fx = b["effects"]
+    return (
+        b["chain_id"], b["height"], b["block_hash"], b["parent"], b["proposer"], b["operator"], b["timestamp_ms"],
+        b["tx_root"], len(b["txs"]), applied, len(b["txs"]) - applied, fx["reward"], fx["fees"], int(canonical),
+        position,
+    )
+
+
+def _block_rows(position: int, b: Mapping[str, Any], *, reverted: bool) -> Rows:
+    """Rows of a block summary put on the canonical chain, or (`reverted`) taken off it."""
+    c, h, bh = b["chain_id"], b["height"], b["block_hash"]
+    fx = b["effects"]
+    sign = -1 if reverted else 1
     transactions, receipts, account_txs = [], [], []
-    applied = 0
-    for i, (tx, tx_id, (status, reason)) in enumerate(zip(txs, e.tx_ids, e.receipts, strict=True)):
-        applied += status == "applied"
-        signer, sender, to = tx["signer"], _sender(tx), tx.get("to", "")
+    for i, (tx, tx_id, (status, reason)) in enumerate(zip(b["txs"], b["tx_ids"], b["receipts"], strict=True)):
+        status = REVERTED if reverted else status  # a reverted receipt keeps its original reason
+        signer, sender, to = tx[_TX["signer"]], tx[_TX["from"]], tx[_TX["to"]]
         fields = (
-            tx_id, tx["kind"], signer, sender, to, _asset(tx), _amount(tx), tx.get("fee", 0), tx.get("nonce"),
-            status, reason, position,
+            tx_id, tx[_TX["kind"]], signer, sender, to, tx[_TX["asset"]], tx[_TX["amount"]], tx[_TX["fee"]],
+            tx[_TX["nonce"]], status, reason, position,
         )
         transactions.append((c, h, i, bh, *fields))
         receipts.append((tx_id, c, h, i, bh, status, reason, position))
@@ -98,44 +149,48 @@ def _block(position: int, e: BlockApplied) -> Rows:
         for address in dict.fromkeys((signer, sender, to)):
             if address:
                 account_txs.append((c, address, h, i, bh, *fields))
-    return {
-        "blocks": [(
-            c, h, bh, e.parent, e.proposer, e.operator, e.timestamp_ms, e.block["tx_root"], len(txs), applied,
-            len(txs) - applied, fx["reward"], fx["fees"], position,
-        )],
+    rows = {
+        "blocks": [_block_row(position, b, canonical=not reverted)],
         "transactions": transactions,
         "receipts": receipts,
         "account_txs": account_txs,
         # effects.balances is the block's complete net change (txs, reward and fees, releases), so a balance
         # is a plain sum and a revert is the same rows negated; likewise the nonces, as after - before.
-        "balance_deltas": [(c, a, asset, h, delta, position) for a, asset, delta in fx["balances"]]
-        + [(c, a, NONCE_KEY, h, after - before, position) for a, before, after in fx["nonces"] if after != before],
-        "asset_flows": _flows(c, h, fx, position),
-        "chain_head": [(c, HEAD, h, bh, e.timestamp_ms, position)],
+        "balance_deltas": [(c, a, asset, h, sign * delta, position) for a, asset, delta in fx["balances"]]
+        + [
+            (c, a, NONCE_KEY, h, sign * (after - before), position)
+            for a, before, after in fx["nonces"]
+            if after != before
+        ],
+        "asset_flows": _flows(c, h, fx, position, sign),
     }
+    # A revert leaves the head where the reorganization put it (the common ancestor).
+    if not reverted:
+        rows["chain_head"] = [(c, HEAD, h, bh, b["timestamp_ms"], position)]
+    return rows
 
 
-def _sender(tx: Mapping[str, Any]) -> str:
-    """The account that pays: `from` for a transfer; the signer (operator, reporter, owner, ...) otherwise."""
-    return str(tx.get("from", tx["signer"]))
-
-
-def _asset(tx: Mapping[str, Any]) -> str:
-    if "asset" in tx:
-        return str(tx["asset"])
-    return NATIVE_ASSET if "stake" in tx else ""
-
-
-def _amount(tx: Mapping[str, Any]) -> int:
-    return int(tx.get("amount", tx.get("stake", 0)))
-
-
-def _flows(c: str, h: int, fx: Mapping[str, Any], position: int) -> list[Row]:
+def _flows(c: str, h: int, fx: Mapping[str, Any], position: int, sign: int = 1) -> list[Row]:
     """One row per asset the block moved; CELL always (the reward is minted even in an empty block)."""
     volume = {asset: amount for asset, amount in fx["volume"]}
-    rows = [(c, h, NATIVE_ASSET, fx["minted"], fx["burned"], volume.pop(NATIVE_ASSET, 0), fx["fees"], position)]
-    rows += [(c, h, asset, 0, 0, amount, 0, position) for asset, amount in sorted(volume.items())]
+    cell = (fx["minted"], fx["burned"], volume.pop(NATIVE_ASSET, 0), fx["fees"])
+    rows = [(c, h, NATIVE_ASSET, *(sign * x for x in cell), position)]
+    rows += [(c, h, asset, 0, 0, sign * amount, 0, position) for asset, amount in sorted(volume.items())]
     return rows
+
+
+def _reorganized(position: int, e: ChainReorganized) -> Rows:
+    c = e.chain_id
+    (old_height, old_hash), (new_height, new_hash) = e.old_tip, e.new_tip
+    return {
+        "reorgs": [(
+            c, e.cause, e.depth, e.ancestor_height, e.ancestor_hash, old_height, old_hash, new_height, new_hash,
+            [h for _, h in e.reverted], [h for _, h in e.applied], position,
+        )],
+        # Down to the common ancestor: the reverts that follow are above it, and each block put on the
+        # canonical chain afterwards moves the head up again.
+        "chain_head": [(c, HEAD, e.ancestor_height, e.ancestor_hash, e.ancestor_timestamp_ms, position)],
+    }
 
 
 def _vote(position: int, e: VoteAccepted) -> Rows:
@@ -155,7 +210,11 @@ def _finalized(position: int, e: BlockFinalized) -> Rows:
 
 _PROJECTORS: dict[str, Callable[[int, Any], Rows]] = {
     GenesisAccepted.KIND: _genesis,
-    BlockApplied.KIND: _block,
+    BlockApplied.KIND: _applied,
+    BlockRecorded.KIND: _recorded,
+    ChainReorganized.KIND: _reorganized,
+    BlockReverted.KIND: _reverted,
+    BlockReapplied.KIND: _applied,
     VoteAccepted.KIND: _vote,
     BlockFinalized.KIND: _finalized,
 }

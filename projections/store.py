@@ -5,6 +5,11 @@ The rule that makes a restart lose and double nothing: `write` inserts a batch's
 then the checkpoint; `recover` deletes every row past the checkpoint (what a crash between two inserts left).
 There is one writer per projector; readers open their own clients (`connect`), one per thread.
 
+The views are disposable and the log is the truth: on open, `apply_ddl` compares a fingerprint of the DDL
+(blake3 of schemas/clickhouse/*.sql's statements) with the one stored in the database's `ddl_meta` table, and
+when they differ it drops every table of the database and creates them again. The checkpoint goes with them,
+so the follower replays the log from the start into the new shape.
+
 chdb allows one engine path per process (clients on that path share its data), so tests use one path and a
 fresh database each.
 """
@@ -17,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
+import blake3
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
@@ -25,6 +31,12 @@ from projections.project import COLUMNS, Row
 DEFAULT_DATABASE = "tally"
 DEFAULT_PROJECTOR = "ledger"
 CHECKPOINTS = "checkpoints"
+# Where the fingerprint of the DDL that made the tables is kept: the store's own table, not a view.
+DDL_META = "ddl_meta"
+_DDL_META_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {DDL_META} (fingerprint String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3))"
+    " ENGINE = MergeTree ORDER BY tuple()"
+)
 _CHECKPOINT_COLUMNS = ("projector", "position")
 _INSERTED = {**COLUMNS, CHECKPOINTS: _CHECKPOINT_COLUMNS}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -100,11 +112,48 @@ class ProjectionStore:
     # ---------------------------------------------------------------------------------------------- DDL
 
     def apply_ddl(self) -> None:
-        """Creates the database and every table of schemas/clickhouse/*.sql, in file-name order. Idempotent."""
+        """Creates the database and every table of schemas/clickhouse/*.sql, in file-name order. Idempotent.
+
+        Tables made by another DDL (the stored fingerprint differs, or tables exist without one) are dropped
+        first, every one of the database, checkpoints included: the follower then replays the log from the
+        start. Returns when the tables of this DDL exist and its fingerprint is stored.
+        """
         self.client.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": self.database})
         self.client.database = self.database
-        for statement in ddl_statements():
+        statements = list(ddl_statements())
+        fingerprint = ddl_fingerprint(statements)
+        stored = self.ddl_fingerprint()
+        if stored == fingerprint:
+            return
+        if stored is not None or self._tables():
+            self._drop_tables()
+        for statement in statements:
             self.client.command(statement)
+        self.client.command(_DDL_META_TABLE)
+        self.client.insert(DDL_META, [[fingerprint]], column_names=("fingerprint",), settings=INSERT_SETTINGS)
+
+    def ddl_fingerprint(self) -> str | None:
+        """The fingerprint of the DDL that made this database's tables; None when none is stored."""
+        if DDL_META not in self._tables():
+            return None
+        rows = self.client.query(f"SELECT fingerprint FROM {DDL_META} ORDER BY applied_at DESC LIMIT 1").result_rows
+        return str(rows[0][0]) if rows else None
+
+    def _tables(self) -> list[str]:
+        rows = self.client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String}", parameters={"db": self.database}
+        ).result_rows
+        return [str(r[0]) for r in rows]
+
+    def _drop_tables(self) -> None:
+        """Drops every table of the database (the ledger's own database: views, checkpoints, fingerprint)."""
+        for table in self._tables():
+            if not _IDENTIFIER.fullmatch(table):
+                raise ValueError(f"table name {table!r} in {self.database} is not a plain identifier")
+            self.client.command(f"DROP TABLE IF EXISTS {table} SYNC")
+        self._types = None
+        self._checkpoint = None
+        self._changed()
 
     def drop(self) -> None:
         """Drops the database (tests; a rebuild from the log)."""
@@ -193,6 +242,12 @@ class ProjectionStore:
         """Rows per table (tests, diagnostics)."""
         sql = " UNION ALL ".join(f"SELECT '{table}', count() FROM {table}" for table in COLUMNS)
         return {table: int(n) for table, n in self.client.query(sql).result_rows}
+
+
+def ddl_fingerprint(statements: Sequence[str] | None = None) -> str:
+    """blake3 of the DDL statements (comment lines excluded), hex: what `apply_ddl` stores and compares."""
+    text = "\n;\n".join(ddl_statements() if statements is None else statements)
+    return blake3.blake3(text.encode("utf-8")).hexdigest()
 
 
 def ddl_statements() -> Iterator[str]:

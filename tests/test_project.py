@@ -8,7 +8,18 @@ import pytest
 
 from projections.project import COLUMNS, NONCE_KEY, project, project_error
 from schemas.canonical import EMPTY_ROOT, ZERO_HASH, tx_id
-from schemas.events import LOG_ID, BlockApplied, BlockFinalized, GenesisAccepted, VoteAccepted
+from schemas.events import (
+    LOG_ID,
+    BlockApplied,
+    BlockFinalized,
+    BlockReapplied,
+    BlockRecorded,
+    BlockReverted,
+    ChainReorganized,
+    GenesisAccepted,
+    VoteAccepted,
+    block_summary,
+)
 
 A, B, C, OP = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40, "0x" + "0" * 39 + "1"
 G, H1 = "1" * 64, "2" * 64
@@ -29,7 +40,7 @@ def test_genesis_rows() -> None:
     rows = project(1, _genesis())
     assert rows == {
         "chains": [("alpha", G, 1_000, '{"min_stake":10}', 1)],
-        "blocks": [("alpha", 0, G, ZERO_HASH, "", "", 1_000, EMPTY_ROOT, 0, 0, 0, 0, 0, 1)],
+        "blocks": [("alpha", 0, G, ZERO_HASH, "", "", 1_000, EMPTY_ROOT, 0, 0, 0, 0, 0, 1, 1)],
         "balance_deltas": [("alpha", A, "CELL", 0, 700, 1), ("alpha", B, "CELL", 0, 300, 1)],
         # Stakes are minted (bonded); the total passes 2**63, which is why supply columns are Int128.
         "asset_flows": [("alpha", 0, "CELL", 1_000 + 2**63, 0, 0, 0, 1)],
@@ -43,13 +54,13 @@ def _transfer(sender: str, to: str, amount: int, fee: int, nonce: int, asset: st
             "asset": asset, "amount": amount, "fee": fee, "nonce": nonce, "sig": ""}
 
 
-def test_block_rows() -> None:
+def _block_event(cls: type[BlockApplied] | type[BlockRecorded] = BlockApplied) -> BlockApplied | BlockRecorded:
+    """Block 1 of alpha: A->B applied, B->C rejected, A->A (self-transfer) applied."""
     t1, t2, t3 = _transfer(A, B, 100, 5, 0), _transfer(B, C, 10**9, 0, 0), _transfer(A, A, 7, 1, 1)
-    ids = [tx_id(t) for t in (t1, t2, t3)]
-    event = BlockApplied(
-        originator_version=2, timestamp=BlockApplied.create_timestamp(), chain_id="alpha", block_hash=H1,
+    return cls(
+        originator_version=2, timestamp=cls.create_timestamp(), chain_id="alpha", block_hash=H1,
         height=1, parent=G, proposer="n1", operator=OP, timestamp_ms=3_000,
-        block={"txs": [t1, t2, t3], "tx_root": "f" * 64}, tx_ids=ids,
+        block={"txs": [t1, t2, t3], "tx_root": "f" * 64}, tx_ids=[tx_id(t) for t in (t1, t2, t3)],
         receipts=[["applied", ""], ["rejected", "insufficient_funds"], ["applied", ""]],
         effects={
             "balances": [[A, "CELL", -106], [B, "CELL", 100], [OP, "CELL", 2_000_006]],
@@ -58,8 +69,19 @@ def test_block_rows() -> None:
         },
         **ENVELOPE,
     )
+
+
+def _summary_event(cls: type[BlockReverted] | type[BlockReapplied], version: int) -> BlockReverted | BlockReapplied:
+    """The summary event of block 1 (what the write side emits when it reverts or reapplies it)."""
+    return cls(originator_version=version, timestamp=cls.create_timestamp(), **ENVELOPE,
+               **{k: v for k, v in block_summary(_block_event()).items()})
+
+
+def test_block_rows() -> None:
+    event = _block_event()
+    ids = event.tx_ids
     rows = project(2, event)
-    assert rows["blocks"] == [("alpha", 1, H1, G, "n1", OP, 3_000, "f" * 64, 3, 2, 1, 2_000_000, 6, 2)]
+    assert rows["blocks"] == [("alpha", 1, H1, G, "n1", OP, 3_000, "f" * 64, 3, 2, 1, 2_000_000, 6, 1, 2)]
     tx_fields = [
         (ids[0], "transfer", A, A, B, "CELL", 100, 5, 0, "applied", "", 2),
         (ids[1], "transfer", B, B, C, "CELL", 10**9, 0, 0, "rejected", "insufficient_funds", 2),
@@ -100,6 +122,46 @@ def test_block_volume_of_other_assets_has_its_own_rows() -> None:
     ]
 
 
+def test_recorded_side_block_is_a_non_canonical_block_row_and_nothing_else() -> None:
+    # Blocks that were never canonical have no receipts, no txs, and change no balance.
+    assert project(5, _block_event(BlockRecorded)) == {
+        "blocks": [("alpha", 1, H1, G, "n1", OP, 3_000, "f" * 64, 3, 2, 1, 2_000_000, 6, 0, 5)],
+    }
+
+
+def test_reverted_block_rows_are_the_applied_rows_negated_and_marked_reverted() -> None:
+    applied, reverted = project(2, _block_event()), project(7, _summary_event(BlockReverted, 7))
+    assert set(reverted) == set(applied) - {"chain_head"}  # the reorganization already moved the head down
+    assert reverted["blocks"] == [("alpha", 1, H1, G, "n1", OP, 3_000, "f" * 64, 3, 2, 1, 2_000_000, 6, 0, 7)]
+    for table, status_column in (("transactions", 13), ("receipts", 5), ("account_txs", 14)):
+        expected = [(*row[:status_column], "reverted", *row[status_column + 1:-1], 7) for row in applied[table]]
+        assert reverted[table] == expected, table
+    # Original reasons stay: the rejected tx is reverted with its reason.
+    assert [r[5:7] for r in reverted["receipts"]] == [("reverted", ""), ("reverted", "insufficient_funds"),
+                                                      ("reverted", "")]
+    assert reverted["balance_deltas"] == [(*row[:4], -row[4], 7) for row in applied["balance_deltas"]]
+    assert reverted["balance_deltas"][-1] == ("alpha", A, NONCE_KEY, 1, -2, 7)  # the nonce goes back 2 -> 0
+    assert reverted["asset_flows"] == [("alpha", 1, "CELL", -2_000_000, 0, -107, -6, 7)]
+
+
+def test_reapplied_block_rows_are_the_applied_rows() -> None:
+    assert project(9, _summary_event(BlockReapplied, 9)) == project(9, _block_event())
+
+
+def test_reorganized_moves_the_head_to_the_ancestor_and_records_the_reorg() -> None:
+    event = ChainReorganized(
+        originator_version=6, timestamp=ChainReorganized.create_timestamp(), chain_id="alpha",
+        cause="longer_branch", ancestor_height=1, ancestor_hash=H1, ancestor_timestamp_ms=3_000,
+        old_tip=[3, "c" * 64], new_tip=[4, "d" * 64], depth=2, reverted=[[3, "c" * 64], [2, "b" * 64]],
+        applied=[[2, "e" * 64], [3, "f" * 64], [4, "d" * 64]], **ENVELOPE,
+    )
+    assert project(6, event) == {
+        "reorgs": [("alpha", "longer_branch", 2, 1, H1, 3, "c" * 64, 4, "d" * 64, ["c" * 64, "b" * 64],
+                    ["e" * 64, "f" * 64, "d" * 64], 6)],
+        "chain_head": [("alpha", "head", 1, H1, 3_000, 6)],
+    }
+
+
 def test_vote_and_finality_rows() -> None:
     vote = VoteAccepted(
         originator_version=3, timestamp=VoteAccepted.create_timestamp(), chain_id="alpha", node_id="n2",
@@ -118,9 +180,10 @@ def test_vote_and_finality_rows() -> None:
 
 
 def test_rows_match_columns_and_name_their_position() -> None:
-    for table, rows in project(9, _genesis()).items():
-        for row in rows:
-            assert len(row) == len(COLUMNS[table]) and row[-1] == 9 and COLUMNS[table][-1] == "position"
+    for event in (_genesis(), _block_event(), _block_event(BlockRecorded), _summary_event(BlockReverted, 3)):
+        for table, rows in project(9, event).items():
+            for row in rows:
+                assert len(row) == len(COLUMNS[table]) and row[-1] == 9 and COLUMNS[table][-1] == "position"
 
 
 def test_deterministic() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from projections.project import COLUMNS
-from projections.store import INSERT_SETTINGS, ProjectionStore, ddl_statements
+from projections.store import DDL_META, INSERT_SETTINGS, ProjectionStore, ddl_fingerprint, ddl_statements
 
 
 def test_ddl_creates_every_table_with_the_projected_columns(projection_store: ProjectionStore) -> None:
@@ -97,3 +97,52 @@ def test_checkpoints_are_per_projector(projection_store: ProjectionStore) -> Non
 def test_database_name_must_be_an_identifier(chdb_dsn: str) -> None:
     with pytest.raises(ValueError):
         ProjectionStore(chdb_dsn, database="x; DROP DATABASE tally")
+
+
+def test_the_ddl_fingerprint_is_stored_and_an_unchanged_ddl_keeps_the_views(projection_store: ProjectionStore) -> None:
+    assert projection_store.ddl_fingerprint() == ddl_fingerprint()
+    projection_store.write({"votes": [("c", 1, "h", "n1", 1)]}, 1)
+    again = ProjectionStore(projection_store.dsn, projection_store.database)
+    try:
+        assert again.checkpoint() == 1 and again.counts()["votes"] == 1
+    finally:
+        again.close()
+
+
+def test_a_changed_ddl_drops_every_table_and_starts_over(projection_store: ProjectionStore) -> None:
+    """Views are disposable: tables made by another DDL go, checkpoint included, and the log is replayed."""
+    projection_store.write({"votes": [("c", 1, "h", "n1", 1)]}, 1)
+    client = projection_store.client
+    # What an older version left: another fingerprint, and a table the current DDL no longer has.
+    client.command(f"TRUNCATE TABLE {DDL_META}")
+    client.insert(DDL_META, [["0" * 64]], column_names=("fingerprint",), settings=INSERT_SETTINGS)
+    client.command("CREATE TABLE old_view (x UInt8) ENGINE = MergeTree ORDER BY x")
+    generation = projection_store.generation
+    reopened = ProjectionStore(projection_store.dsn, projection_store.database)
+    try:
+        assert reopened.ddl_fingerprint() == ddl_fingerprint()
+        assert reopened.checkpoint() == 0 and set(reopened.counts().values()) == {0}
+        tables = {r[0] for r in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()")
+                  .result_rows}
+        assert tables == {*COLUMNS, "checkpoints", DDL_META}
+        assert projection_store.generation != generation  # readers drop what they kept
+        reopened.write({"votes": [("c", 1, "h", "n1", 1)]}, 1)
+        assert reopened.counts()["votes"] == 1
+    finally:
+        reopened.close()
+
+
+def test_tables_without_a_fingerprint_are_rebuilt(projection_store: ProjectionStore) -> None:
+    """A database made before fingerprints existed has tables of an unknown DDL."""
+    projection_store.write({"votes": [("c", 1, "h", "n1", 1)]}, 1)
+    projection_store.client.command(f"DROP TABLE {DDL_META} SYNC")
+    assert projection_store.ddl_fingerprint() is None
+    projection_store.apply_ddl()
+    assert projection_store.ddl_fingerprint() == ddl_fingerprint()
+    assert projection_store.checkpoint() == 0 and projection_store.counts()["votes"] == 0
+
+
+def test_the_fingerprint_follows_the_statements() -> None:
+    statements = list(ddl_statements())
+    assert ddl_fingerprint(statements) == ddl_fingerprint()
+    assert ddl_fingerprint([statements[0].replace("UInt64", "UInt32", 1), *statements[1:]]) != ddl_fingerprint()
