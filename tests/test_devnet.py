@@ -1,4 +1,5 @@
-"""The devnet builders produce what DOMAIN.md accepts; the loop resumes from the ledger with its keys."""
+"""The devnet builders produce what DOMAIN.md accepts; the loop resumes from the ledger with its keys; its
+competing branches win, reorganize the ledger, and leave every canonical block final and the CELL supply whole."""
 
 from __future__ import annotations
 
@@ -11,23 +12,31 @@ import pytest
 from pqcrypto.sign import ml_dsa_65
 
 from schemas.canonical import address_of, block_hash, canonical_bytes, genesis_hash, tx_id, tx_root
+from schemas.events import BlockApplied, BlockFinalized, BlockRecorded, BlockReverted, ChainReorganized
 from schemas.limits import PARAM_DEFAULTS, PK_BYTES
 from writes.devnet import (
     ACCOUNT_FUNDS,
     SEED_FILE,
     Devnet,
+    block_on,
     build_block,
     build_chain,
+    build_fork,
     build_votes,
+    competitor_of,
     derive_keys,
     devnet_genesis,
+    fork_due,
     header_bytes,
+    ledger_figures,
     load_or_create_seed,
     next_block,
     plan_transfers,
+    settle,
     sign_planned,
     voters_for,
 )
+from writes.state import ACTIVE, UNBONDING, ChainState
 
 SEED = bytes(range(32))
 
@@ -228,12 +237,13 @@ def test_ledger_accepts_devnet_blocks_and_votes(service: Any) -> None:
 
 
 def test_devnet_loop_resumes_with_the_same_keys(service: Any, tmp_path: Path) -> None:
-    first = Devnet(service, tmp_path / "data")
+    first = Devnet(service, tmp_path / "data", fork_period_blocks=0)
     first.step()
     first.step()
     head = service.head("devnet")
     assert head is not None and head[0] == 2
-    again = Devnet(service, tmp_path / "data")  # a restart: the genesis exists, the seed file gives the keys
+    # a restart: the genesis exists, the seed file gives the keys
+    again = Devnet(service, tmp_path / "data", fork_period_blocks=0)
     result = again.step()
     assert result["status"] == "accepted" and result["height"] == 3
     assert again.blocks_accepted == 1 and again.errors == 0
@@ -269,3 +279,183 @@ def test_a_lost_seed_is_named_not_hidden(service: Any, tmp_path: Path, caplog: p
     assert result["status"] == "rejected" and result["reason"] == "bad_signature"
     assert devnet.blocks_rejected == 1
     assert SEED_FILE in caplog.text
+
+
+# ---------------------------------------------------------------- forks
+
+
+def cell_total(chain: ChainState) -> int:
+    """DOMAIN.md's CELL side: balances plus stakes, active and unbonding."""
+    balances = sum(amount for (_, asset), amount in chain.balances.items() if asset == "CELL")
+    return balances + sum(v.stake for v in chain.validators.values() if v.phase in (ACTIVE, UNBONDING))
+
+
+def assert_cell_whole(chain: ChainState) -> None:
+    """The invariant, and the devnet's own account of the supply: genesis funds and stakes plus one reward per
+    canonical block (it burns nothing; fees only move)."""
+    keys = derive_keys(SEED)
+    issued = len(keys.accounts) * ACCOUNT_FUNDS + keys.total_stake + PARAM_DEFAULTS["block_reward"] * chain.tip.height
+    assert cell_total(chain) == chain.minted - chain.burned == issued
+
+
+def test_forks_are_due_once_per_period_at_the_seeds_heights() -> None:
+    due = [h for h in range(1, 4001) if fork_due(SEED, h, 20)]
+    assert due == [h for h in range(1, 4001) if fork_due(SEED, h, 20)]
+    assert [(h - 1) // 20 for h in due] == list(range(200))  # one in every window of 20 heights
+    assert len({(h - 1) % 20 for h in due}) > 10  # not on a beat
+    assert due != [h for h in range(1, 4001) if fork_due(bytes(32), h, 20)]
+    assert not any(fork_due(SEED, h, 0) for h in range(1, 100))
+    assert all(fork_due(SEED, h, 1) for h in range(1, 100))
+
+
+def test_the_competitor_is_another_validator() -> None:
+    keys = derive_keys(SEED)
+    for height in range(1, 9):
+        competitor = competitor_of(keys, height)
+        assert competitor is not None and competitor.node_id != keys.proposer(height).node_id
+    assert competitor_of(derive_keys(SEED, validators=1, accounts=2), 1) is None
+
+
+def test_settle_follows_applied_plans_and_pays_the_operator() -> None:
+    keys = derive_keys(SEED, accounts=4)
+    addresses = [k.address for k in keys.accounts]
+    plans = plan_transfers(random.Random(2), addresses, [0] * 4, [1_000_000] * 4, 50, bad_per_mille=300)
+    nonces, balances = settle(addresses, [0] * 4, [1_000_000] * 4, plans, operator=addresses[3], reward=7)
+    applied = [p for p in plans if p.intent == "applied"]
+    assert nonces == [sum(1 for p in applied if p.sender == i) for i in range(4)]
+    assert sum(balances) == 4 * 1_000_000 + 7  # transfers and fees move funds; only the reward adds any
+    fees = sum(p.fee for p in applied)
+    assert fees > 0
+    without = settle(addresses, [0] * 4, [1_000_000] * 4, plans)[1]
+    assert balances == [*without[:3], without[3] + 7 + fees]
+
+
+def test_a_built_fork_wins_by_one_block_and_the_ledger_agrees_with_its_plans(service: Any) -> None:
+    genesis, keys = devnet_genesis(SEED, timestamp_ms=1_000)
+    assert service.submit(genesis)["status"] == "accepted"
+    rng = random.Random(9)
+    first, _ = next_block(keys, service, rng, chain_id="devnet", now_ms=2_000, txs_per_block=10)
+    assert service.submit(first)["status"] == "accepted"
+    service.submit_many(build_votes(keys, chain_id="devnet", height=1, block_hash=block_hash(first)))
+    parent = service.head("devnet")
+    nonces, balances = ledger_figures(service, "devnet", keys)
+    replaced, replaced_plans = block_on(
+        keys, rng, parent, nonces, balances, chain_id="devnet", now_ms=3_000, txs_per_block=10
+    )
+    assert service.submit(replaced)["canonical"] is True  # no votes: it is about to be replaced
+    branch = build_fork(
+        keys, rng, chain_id="devnet", parent=parent, nonces=nonces, balances=balances, replaced=replaced,
+        replaced_plans=replaced_plans, now_ms=3_000, txs_per_block=10, block_reward=PARAM_DEFAULTS["block_reward"],
+    )  # fmt: skip
+    (side, side_plans), (winner, winner_plans) = branch
+    assert side["parent"] == block_hash(first) and winner["parent"] == block_hash(side)
+    assert side["proposer"] == winner["proposer"] != replaced["proposer"]
+    assert side["txs"][:5] == replaced["txs"][:5] and side["txs"][5:] != replaced["txs"][5:]
+    recorded = service.submit(side)
+    assert recorded["status"] == "accepted" and recorded["canonical"] is False
+    assert recorded["receipts"] == [] and recorded["reorg"] is None
+    won = service.submit(winner)
+    assert won["status"] == "accepted" and won["canonical"] is True, won
+    assert won["reorg"] == {
+        "cause": "longer_branch", "depth": 1, "ancestor_height": 1, "ancestor_hash": block_hash(first),
+        "old_tip": [2, block_hash(replaced)], "new_tip": [3, block_hash(winner)],
+    }  # fmt: skip
+    assert [r["reason"] or r["status"] for r in won["receipts"]] == [p.intent for p in winner_plans]
+    # What the devnet planned is what the ledger did: nonces and balances after the winning branch.
+    addresses = [k.address for k in keys.accounts]
+    reward = PARAM_DEFAULTS["block_reward"]
+    operator = keys.validators[[v.node_id for v in keys.validators].index(side["proposer"])].operator
+    mid = settle(addresses, nonces, balances, side_plans, operator=operator, reward=reward)
+    after = settle(addresses, *mid, winner_plans, operator=operator, reward=reward)
+    assert ledger_figures(service, "devnet", keys) == after
+    assert_cell_whole(service.ledger.chains["devnet"])
+    votes = build_votes(keys, chain_id="devnet", height=3, block_hash=block_hash(winner))
+    assert service.submit_many(votes)[-1]["finalized_height"] == 3
+
+
+class CheckedLedger:
+    """The service as the devnet sees it, checking the CELL invariant on the canonical state after every
+    command that reorganized the ledger (and keeping every result)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.results: list[dict[str, Any]] = []
+        self.checked = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.service, name)  # head, next_nonce, balance
+
+    def submit(self, obj: Any) -> dict[str, Any]:
+        return self.submit_many([obj])[0]
+
+    def submit_many(self, objs: list[Any]) -> list[dict[str, Any]]:
+        results = []
+        for obj in objs:  # one by one, so that the check runs right after the reorganizing command
+            result = self.service.submit(obj)
+            if result.get("reorg") is not None:
+                assert_cell_whole(self.service.ledger.chains["devnet"])
+                self.checked += 1
+            results.append(result)
+        self.results += results
+        return results
+
+
+def expected_fork_heights(seed: bytes, period: int, steps: int) -> list[int]:
+    """Where the loop forks: a fork at height h takes h and h + 1, the next step builds on h + 1."""
+    heights, height = [], 1
+    for _ in range(steps):
+        if fork_due(seed, height, period):
+            heights.append(height)
+            height += 2
+        else:
+            height += 1
+    return heights
+
+
+def test_devnet_forks_win_reorganize_and_every_canonical_block_finalizes(service: Any, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data" / SEED_FILE).write_text(SEED.hex() + "\n")  # the fork heights follow from the seed
+    ledger = CheckedLedger(service)
+    devnet = Devnet(ledger, tmp_path / "data", txs_per_block=8, fork_period_blocks=3, rng=random.Random(4))
+    steps = 24
+    for _ in range(steps):
+        result = devnet.step()
+        assert result["status"] == "accepted", result
+        assert_cell_whole(service.ledger.chains["devnet"])
+    forks = expected_fork_heights(SEED, 3, steps)
+    assert len(forks) >= 3
+    assert devnet.forks == devnet.reorgs == ledger.checked == len(forks)
+    assert devnet.errors == 0 and devnet.blocks_rejected == 0
+    assert devnet.blocks_accepted == steps + 2 * len(forks)
+
+    events = [service.app.mapper.to_domain_event(n) for n in service.notifications()]
+    reorgs = [e for e in events if isinstance(e, ChainReorganized)]
+    assert [r.ancestor_height + 1 for r in reorgs] == forks
+    chain = service.ledger.chains["devnet"]
+    replaced: set[tuple[int, str]] = set()
+    for r in reorgs:
+        # depth 1: the replaced block goes, the two competing blocks come, the longer branch wins
+        h = r.ancestor_height + 1
+        assert (r.cause, r.depth) == ("longer_branch", 1)
+        assert r.old_tip[0] == h and r.new_tip[0] == h + 1
+        assert r.reverted == [r.old_tip] and [b[0] for b in r.applied] == [h, h + 1]
+        assert [chain.canonical[h], chain.canonical[h + 1]] == [b[1] for b in r.applied]
+        assert chain.canonical[h] != r.old_tip[1]
+        replaced.add((h, r.old_tip[1]))
+    reverted = {(e.height, e.block_hash) for e in events if isinstance(e, BlockReverted)}
+    recorded = {(e.height, e.block_hash) for e in events if isinstance(e, BlockRecorded)}
+    assert reverted == replaced
+    assert len(recorded) == len(forks)  # each competing branch's first block waited on the side
+    # Every canonical block is final, and none of the replaced ones ever was.
+    tip = chain.tip.height
+    assert tip == steps + len(forks) and chain.finalized_height == tip
+    finalized = {tuple(b) for e in events if isinstance(e, BlockFinalized) for b in e.finalized}
+    assert finalized == {(h, chain.canonical[h]) for h in range(1, tip + 1)}
+    assert not finalized & replaced
+    applied_hashes = {e.block_hash for e in events if isinstance(e, BlockApplied)}
+    assert {h for _, h in replaced} <= applied_hashes
+    # Nonces and balances were read back after each reorg: only the planned rejections happen (about 1 in 10).
+    receipts = [r for res in ledger.results if res.get("kind") == "block" for r in res["receipts"]]
+    reasons = [r["reason"] for r in receipts if r["status"] != "applied"]
+    assert set(reasons) <= {"bad_nonce", "insufficient_funds"}
+    assert len(reasons) < len(receipts) // 4

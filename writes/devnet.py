@@ -1,6 +1,11 @@
 """The devnet behind `tally up`: a genesis, one signed block per interval, and votes that finalize it.
 
-Pure builders come first (keys, genesis, transfers, blocks, votes: no clock, no I/O, randomness passed in);
+Now and then (once in every `fork_period_blocks` heights, at a place drawn from the seed) a competing proposer
+makes a short fork win: the usual block goes in without its votes, then another validator proposes two blocks on
+its parent, the second of which makes that branch longer, and the ledger reorganizes (depth 1); votes then
+finalize the new branch. The replaced block is never voted for, since a final block can never be reverted.
+
+Pure builders come first (keys, genesis, transfers, blocks, votes, forks: no clock, no I/O, randomness passed in);
 `Devnet` at the bottom is the thin loop that reads the ledger's head, builds the next block with them and
 submits it. Keys are derived from one seed kept in the data directory, so a restart signs with the same keys
 and resumes from the ledger's head. Signing uses `cryptography` (schemas.signing), never pqcrypto.
@@ -8,6 +13,7 @@ and resumes from the ledger's head. Signing uses `cryptography` (schemas.signing
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -34,6 +40,7 @@ ACCOUNT_FUNDS = 1_000_000 * MICRO  # each devnet account starts with 1M CELL
 TRANSFER_AMOUNT_MAX = 5 * MICRO
 TRANSFER_FEE = 1_000  # 0.001 CELL
 BAD_TX_PER_MILLE = 100  # about one tx in ten is built to be rejected
+FORK_PERIOD_BLOCKS = 20  # a competing branch wins once every 20 heights (0: never)
 
 Intent = Literal["applied", "bad_nonce", "insufficient_funds"]
 
@@ -224,6 +231,12 @@ def build_votes(keys: DevnetKeys, *, chain_id: str, height: int, block_hash: str
     return [build.vote(chain_id, v.node_id, v.key, height, block_hash) for v in voters_for(keys, height)]
 
 
+def ledger_figures(view: LedgerView, chain_id: str, keys: DevnetKeys) -> tuple[list[int], list[int]]:
+    """The next nonce and the CELL balance of every devnet account, in the ledger's canonical state."""
+    addresses = [k.address for k in keys.accounts]
+    return [view.next_nonce(chain_id, a) for a in addresses], [view.balance(chain_id, a, ASSET) for a in addresses]
+
+
 def next_block(
     keys: DevnetKeys,
     view: LedgerView,
@@ -237,20 +250,136 @@ def next_block(
     head = view.head(chain_id)
     if head is None:
         raise LookupError(f"chain {chain_id!r} has no genesis yet")
-    height, parent, parent_ts = head
-    addresses = [k.address for k in keys.accounts]
-    nonces = [view.next_nonce(chain_id, a) for a in addresses]
-    balances = [view.balance(chain_id, a, ASSET) for a in addresses]
-    plans = plan_transfers(rng, addresses, nonces, balances, txs_per_block)
+    nonces, balances = ledger_figures(view, chain_id, keys)
+    return block_on(keys, rng, head, nonces, balances, chain_id=chain_id, now_ms=now_ms, txs_per_block=txs_per_block)
+
+
+def block_on(
+    keys: DevnetKeys,
+    rng: random.Random,
+    parent: tuple[int, str, int],
+    nonces: Sequence[int],
+    balances: Sequence[int],
+    *,
+    chain_id: str,
+    now_ms: int,
+    txs_per_block: int,
+) -> tuple[dict[str, Any], list[PlannedTransfer]]:
+    """The round-robin proposer's block on `parent` (height, hash, timestamp_ms), planned from the figures
+    after it."""
+    height, parent_hash, parent_ts = parent
+    plans = plan_transfers(rng, [k.address for k in keys.accounts], nonces, balances, txs_per_block)
     block = build_block(
         keys.proposer(height + 1),
         chain_id=chain_id,
         height=height + 1,
-        parent=parent,
+        parent=parent_hash,
         timestamp_ms=max(now_ms, parent_ts),  # a clock that stepped back must not make the block invalid
         txs=sign_planned(keys, chain_id, plans),
     )
     return block, plans
+
+
+def settle(
+    addresses: Sequence[str],
+    nonces: Sequence[int],
+    balances: Sequence[int],
+    plans: Sequence[PlannedTransfer],
+    *,
+    operator: str | None = None,
+    reward: int = 0,
+) -> tuple[list[int], list[int]]:
+    """Nonces and CELL balances after the planned transfers, as the ledger applies them: only the ones built
+    to be applied move anything; then the reward and their fees go to the proposer's `operator`, if given."""
+    index = {a: i for i, a in enumerate(addresses)}
+    nonce, balance = list(nonces), list(balances)
+    fees = 0
+    for p in plans:
+        if p.intent == "applied":
+            nonce[p.sender] += 1
+            balance[p.sender] -= p.amount + p.fee
+            balance[index[p.to]] += p.amount
+            fees += p.fee
+    if operator is not None:
+        balance[index[operator]] += reward + fees
+    return nonce, balance
+
+
+def fork_due(seed: bytes, height: int, period_blocks: int) -> bool:
+    """Whether a competing branch should win at `height`: once in every window of `period_blocks` heights
+    (1 .. period, period + 1 .. 2 * period, ...), at a place in the window drawn from the seed, so the same seed
+    forks at the same heights (a restarted devnet forks where it would have) and reorgs come regularly but not
+    on a beat. Never with a period of 0."""
+    if period_blocks <= 0:
+        return False
+    window, place = divmod(height - 1, period_blocks)
+    digest = hashlib.blake2b(seed + f":fork:{window}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % period_blocks == place
+
+
+def competitor_of(keys: DevnetKeys, height: int) -> DevnetValidator | None:
+    """The validator that competes with the round-robin proposer at `height` (the next one in the round);
+    None when there is only one validator."""
+    if len(keys.validators) < 2:
+        return None
+    return keys.proposer(height + 1)
+
+
+def build_fork(
+    keys: DevnetKeys,
+    rng: random.Random,
+    *,
+    chain_id: str,
+    parent: tuple[int, str, int],
+    nonces: Sequence[int],
+    balances: Sequence[int],
+    replaced: dict[str, Any],
+    replaced_plans: Sequence[PlannedTransfer],
+    now_ms: int,
+    txs_per_block: int,
+    block_reward: int,
+) -> list[tuple[dict[str, Any], list[PlannedTransfer]]]:
+    """The branch that replaces `replaced` (the block on `parent`): two blocks on `parent` by a competing
+    validator, the second one making the branch longer than the one `replaced` ends.
+
+    `nonces` and `balances` are the figures after `parent`. The first block keeps the first half of the replaced
+    block's txs (same parent state, so they get the receipts they were planned for), then fresh transfers; the
+    rest of the replaced block's txs will be reverted. The second block is planned from the state after the first
+    (its transfers, fees and the competitor's reward).
+    """
+    height, parent_hash, parent_ts = parent
+    competitor = competitor_of(keys, height + 1)
+    if competitor is None:
+        raise ValueError("a fork needs a second validator")
+    assert replaced["height"] == height + 1 and replaced["parent"] == parent_hash
+    assert len(replaced["txs"]) == len(replaced_plans)
+    addresses = [k.address for k in keys.accounts]
+    kept = len(replaced_plans) // 2
+    mid_nonces, mid_balances = settle(addresses, nonces, balances, replaced_plans[:kept])
+    fresh = plan_transfers(rng, addresses, mid_nonces, mid_balances, max(0, txs_per_block - kept))
+    first_plans = [*replaced_plans[:kept], *fresh]
+    timestamp_ms = max(now_ms, parent_ts)
+    first = build_block(
+        competitor,
+        chain_id=chain_id,
+        height=height + 1,
+        parent=parent_hash,
+        timestamp_ms=timestamp_ms,
+        txs=[*replaced["txs"][:kept], *sign_planned(keys, chain_id, fresh)],
+    )
+    after_nonces, after_balances = settle(
+        addresses, nonces, balances, first_plans, operator=competitor.operator, reward=block_reward
+    )
+    second_plans = plan_transfers(rng, addresses, after_nonces, after_balances, txs_per_block)
+    second = build_block(
+        competitor,
+        chain_id=chain_id,
+        height=height + 2,
+        parent=block_hash(first),
+        timestamp_ms=timestamp_ms,
+        txs=sign_planned(keys, chain_id, second_plans),
+    )
+    return [(first, first_plans), (second, second_plans)]
 
 
 @dataclass(frozen=True)
@@ -291,15 +420,9 @@ def build_chain(
             timestamp_ms=start_ms + height * interval_ms,
             txs=sign_planned(keys, chain_id, plans),
         )
-        fees = 0
-        for p in plans:
-            if p.intent == "applied":
-                receiver = addresses.index(p.to)
-                nonces[p.sender] += 1
-                balances[p.sender] -= p.amount + p.fee
-                balances[receiver] += p.amount
-                fees += p.fee
-        balances[addresses.index(proposer.operator)] += genesis["params"]["block_reward"] + fees
+        nonces, balances = settle(
+            addresses, nonces, balances, plans, operator=proposer.operator, reward=genesis["params"]["block_reward"]
+        )
         parent = block_hash(block)
         commands.append(block)
         commands.extend(build_votes(keys, chain_id=chain_id, height=height, block_hash=parent))
@@ -332,7 +455,11 @@ def load_or_create_seed(data_dir: Path) -> bytes:
 
 
 class Devnet:
-    """Submits the genesis once, then one block per interval on the current head, then its votes."""
+    """Submits the genesis once, then one block per interval on the current head, then its votes; now and then
+    a competing branch that wins (see the module docstring).
+
+    Counters: `blocks_accepted` and `blocks_rejected` (every block it submitted, competing ones included),
+    `errors` (steps that raised), `forks` (competing branches started) and `reorgs` (the ones that won)."""
 
     def __init__(
         self,
@@ -342,19 +469,25 @@ class Devnet:
         block_interval_ms: int = 1000,
         txs_per_block: int = 20,
         chain_id: str = CHAIN_ID,
+        fork_period_blocks: int = FORK_PERIOD_BLOCKS,
+        rng: random.Random | None = None,
     ) -> None:
         self.service = service
         self.data_dir = Path(data_dir)
         self.block_interval_ms = block_interval_ms
         self.txs_per_block = txs_per_block
         self.chain_id = chain_id
+        self.fork_period_blocks = fork_period_blocks
         self.blocks_accepted = 0
         self.blocks_rejected = 0
         self.errors = 0
+        self.forks = 0
+        self.reorgs = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._keys: DevnetKeys | None = None
-        self._rng = random.Random()
+        self._seed = b""
+        self._rng = rng if rng is not None else random.Random()
 
     def start(self) -> None:
         if self._thread is not None:
@@ -372,6 +505,7 @@ class Devnet:
     def ensure_genesis(self) -> DevnetKeys:
         """Submit the genesis unless the chain already has one; either way, the keys of this devnet."""
         seed = load_or_create_seed(self.data_dir)
+        self._seed = seed
         genesis, keys = devnet_genesis(seed, self.chain_id, timestamp_ms=_now_ms())
         if self.service.head(self.chain_id) is None:
             result = self.service.submit(genesis)
@@ -379,17 +513,27 @@ class Devnet:
                 raise RuntimeError(f"devnet genesis refused: {result}")
             log.info("devnet genesis %s", result.get("hash"))
         else:
-            self._vote_for_head(keys)  # a crash may have come between a block and its votes
+            # A crash may have come between a block and its votes, or in the middle of a fork: the head
+            # finalizes, and a competing block left on the side stays there.
+            self._vote_for_head(keys)
         return keys
 
     def step(self) -> dict[str, Any]:
-        """Build, submit and vote for one block; returns the block's result."""
+        """Build, submit and vote for one block; returns the block's result. When a fork is due at the new
+        height and wins, the result is that of the competing block that reorganized the ledger."""
         if self._keys is None:
             self._keys = self.ensure_genesis()
-        block, _ = next_block(
-            self._keys,
-            self.service,
+        keys = self._keys
+        head = self.service.head(self.chain_id)
+        if head is None:
+            raise LookupError(f"chain {self.chain_id!r} has no genesis yet")
+        nonces, balances = ledger_figures(self.service, self.chain_id, keys)  # a fork plans from them too
+        block, plans = block_on(
+            keys,
             self._rng,
+            head,
+            nonces,
+            balances,
             chain_id=self.chain_id,
             now_ms=_now_ms(),
             txs_per_block=self.txs_per_block,
@@ -405,15 +549,76 @@ class Devnet:
             )
             return result
         self.blocks_accepted += 1
-        votes = build_votes(self._keys, chain_id=self.chain_id, height=block["height"], block_hash=block_hash(block))
-        self.service.submit_many(votes)
+        if len(keys.validators) > 1 and fork_due(self._seed, block["height"], self.fork_period_blocks):
+            # The block's votes are withheld: a final block could never be reverted.
+            won = self._fork(keys, head, nonces, balances, block, plans)
+            if won is not None:
+                return won
+        self._vote(keys, block["height"], result["hash"])
         return result
+
+    def _fork(
+        self,
+        keys: DevnetKeys,
+        parent: tuple[int, str, int],
+        nonces: list[int],
+        balances: list[int],
+        replaced: dict[str, Any],
+        replaced_plans: list[PlannedTransfer],
+    ) -> dict[str, Any] | None:
+        """A competing branch of two blocks beside `replaced`; if it wins, votes finalize it and the result of
+        its reorganizing block is returned. None if it did not win (the caller then votes for `replaced`)."""
+        self.forks += 1
+        branch = build_fork(
+            keys,
+            self._rng,
+            chain_id=self.chain_id,
+            parent=parent,
+            nonces=nonces,
+            balances=balances,
+            replaced=replaced,
+            replaced_plans=replaced_plans,
+            now_ms=_now_ms(),
+            txs_per_block=self.txs_per_block,
+            block_reward=PARAM_DEFAULTS["block_reward"],  # the devnet genesis takes the defaults
+        )
+        results = self.service.submit_many([b for b, _ in branch])
+        accepted = [r for r in results if r.get("status") == "accepted"]
+        self.blocks_accepted += len(accepted)
+        self.blocks_rejected += len(results) - len(accepted)
+        reorg = results[-1].get("reorg")
+        if len(accepted) < len(results) or not results[-1].get("canonical") or reorg is None:
+            refused = [r for r in results if r.get("status") != "accepted"]
+            log.warning(
+                "devnet fork at height %d did not win: %s",
+                replaced["height"],
+                refused[0] if refused else results[-1].get("reorg"),
+            )
+            return None
+        self.reorgs += 1
+        log.info(
+            "devnet reorg (%s) at height %d: depth %d, tip %d:%s -> %d:%s, proposed by %s",
+            reorg["cause"],
+            reorg["ancestor_height"] + 1,
+            reorg["depth"],
+            reorg["old_tip"][0],
+            reorg["old_tip"][1][:16],
+            reorg["new_tip"][0],
+            reorg["new_tip"][1][:16],
+            branch[-1][0]["proposer"],
+        )
+        for (block, _), result in zip(branch, results, strict=True):
+            self._vote(keys, block["height"], result["hash"])
+        return results[-1]
+
+    def _vote(self, keys: DevnetKeys, height: int, hash_: str) -> None:
+        self.service.submit_many(build_votes(keys, chain_id=self.chain_id, height=height, block_hash=hash_))
 
     def _vote_for_head(self, keys: DevnetKeys) -> None:
         head = self.service.head(self.chain_id)
         if head is not None and head[0] > 0:
             height, hash_, _ = head
-            self.service.submit_many(build_votes(keys, chain_id=self.chain_id, height=height, block_hash=hash_))
+            self._vote(keys, height, hash_)
 
     def _run(self) -> None:
         interval_s = self.block_interval_ms / 1000
