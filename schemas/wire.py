@@ -20,7 +20,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 BASE_URI = "https://tally.invalid/schemas/v1/"  # a name, not a location (.invalid is reserved, RFC 2606)
-SCHEMA_FILES = ("defs", "command", "genesis", "block", "tx", "transfer", "vote")
+SCHEMA_FILES = ("defs", "command", "genesis", "block", "tx", "transfer", "enroll", "unenroll", "slash", "vote")
 MESSAGE_CHARS_MAX = 200  # an ML-DSA signature is 6.6 KB of hex: never echo it whole
 
 
@@ -83,4 +83,13 @@ def validator(name: str = "command") -> Any:
 def validate(command: Any, schema: str = "command") -> list[str]:
     """Every way `command` breaks the wire format, as "path: message" lines; [] when it conforms."""
     errors = sorted(validator(schema).iter_errors(command), key=lambda e: (e.json_path, e.message))
-    return [f"{e.json_path}: {e.message}"[:MESSAGE_CHARS_MAX] for e in errors]
+    return [f"{e.json_path}: {_shorten(e)}"[:MESSAGE_CHARS_MAX] for e in errors]
+
+
+def _shorten(error: ValidationError) -> str:
+    # jsonschema starts most messages with the whole instance (a slash's evidence, a 6.6 KB signature):
+    # abbreviate it so that what is wrong ("is too long") survives the cut to MESSAGE_CHARS_MAX.
+    whole = repr(error.instance)
+    if len(whole) > 60 and error.message.startswith(whole):
+        return _short(error.instance) + error.message.removeprefix(whole)
+    return error.message

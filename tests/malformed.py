@@ -3,13 +3,22 @@
 Shared by the ledger's tests (tests/test_commands.py, tests/test_decide.py) and the JSON Schema tests
 (tests/test_jsonschema.py): every case here must be refused by the ledger, and by the schema too unless
 `schema` is False (a rule JSON Schema cannot state: equality between fields, uniqueness, a param's value).
+
+Every TX_CASES mutation takes a well-formed transfer signed by ALICE (what each consumer has at hand). The cases
+of the other kinds first turn it into a well-formed tx of their kind made by schemas/build.py (`as_kind`: same
+chain_id, signer and nonce), then break that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from schemas import build, commands
+from tests.chain import ALICE, STAKE, keypair, validators
 
 AMOUNT_LIMIT = 2**63  # the first value that is out of range
 Obj = dict[str, Any]
@@ -20,6 +29,7 @@ class Case:
     id: str
     mutate: Callable[[Obj], Any]
     schema: bool = True  # False: JSON Schema cannot express the rule; only schemas/commands.py checks it
+    field: str = ""  # what the ledger's message (and a JSON Schema error, if any) names; "" for no check
 
 
 def put(**fields: Any) -> Callable[[Obj], Obj]:
@@ -55,54 +65,74 @@ def in_key(**fields: Any) -> Callable[[Obj], Obj]:
 BAD_IDENTS = {"empty": "", "space": "tally test", "too_long": "x" * 129, "non_ascii": "tälly", "newline": "tally\n"}
 
 TRANSFER_FIELDS = ("chain_id", "signer", "key", "sig", "from", "to", "asset", "amount", "fee", "nonce")
+UNSUPPORTED_KINDS = [k for k in commands.TX_KINDS if k not in commands.TX_KINDS_SUPPORTED]
+
+
+def key_cases(name: str) -> list[Case]:
+    """A malformed key in field `name` (`key`, the signer's, or an enroll's `validator_key`)."""
+
+    def in_(**fields: Any) -> Callable[[Obj], Obj]:
+        return lambda obj: {**obj, name: {**obj[name], **fields}}
+
+    return [
+        Case(f"{name}_not_object", put_field(name, "abc"), field=name),
+        Case(f"{name}_list", lambda obj: {**obj, name: [obj[name]["alg"], obj[name]["pk"]]}, field=name),
+        Case(f"{name}_missing_pk", edit(name, lambda k: {"alg": k["alg"]}), field="pk"),
+        Case(f"{name}_missing_alg", edit(name, lambda k: {"pk": k["pk"]}), field="alg"),
+        Case(f"{name}_unknown_field", in_(extra="x"), field="extra"),
+        Case(f"{name}_unknown_alg", in_(alg="ml-dsa-44"), field=f"{name}.alg"),
+        Case(f"{name}_alg_not_string", in_(alg=65), field=f"{name}.alg"),
+        Case(f"{name}_pk_upper_case", lambda obj: in_(pk=upper_hex(obj[name]["pk"]))(obj), field=f"{name}.pk"),
+        Case(f"{name}_pk_short", lambda obj: in_(pk=obj[name]["pk"][:-2])(obj), field=f"{name}.pk"),
+        Case(f"{name}_pk_long", lambda obj: in_(pk=obj[name]["pk"] + "00")(obj), field=f"{name}.pk"),
+        Case(f"{name}_pk_odd", lambda obj: in_(pk=obj[name]["pk"][:-1])(obj), field=f"{name}.pk"),
+        Case(f"{name}_pk_not_string", in_(pk=0), field=f"{name}.pk"),
+        Case(f"{name}_pk_of_other_alg", in_(alg="ml-dsa-87"), field=f"{name}.pk"),
+    ]
+
 
 TX_CASES: list[Case] = [
-    Case("kind_unknown", put(kind="transmogrify")),
-    Case("kind_missing", drop("kind")),
-    Case("kind_not_string", put(kind=7)),
-    Case("not_an_object", lambda tx: [tx]),
-    Case("a_string", lambda tx: "transfer"),
-    *(Case(f"missing_{name}", drop(name)) for name in TRANSFER_FIELDS),
-    Case("unknown_field", put(memo="hi")),
-    Case("amount_string", put(amount="5")),
-    Case("amount_float", put(amount=5.0)),
-    Case("amount_exponent", put(amount=1e6)),
-    Case("amount_bool", put(amount=True)),
-    Case("amount_zero", put(amount=0)),
-    Case("amount_negative", put(amount=-1)),
-    Case("amount_2_63", put(amount=AMOUNT_LIMIT)),
-    Case("fee_bool", put(fee=False)),
-    Case("fee_negative", put(fee=-1)),
-    Case("fee_2_63", put(fee=AMOUNT_LIMIT)),
-    Case("fee_null", put(fee=None)),
-    Case("nonce_float", put(nonce=0.0)),
-    Case("nonce_negative", put(nonce=-1)),
-    Case("nonce_2_63", put(nonce=AMOUNT_LIMIT)),
-    Case("asset_lower_case", put(asset="cell")),
-    Case("asset_one_char", put(asset="C")),
-    Case("asset_too_long", put(asset="A" * 17)),
-    Case("asset_not_string", put(asset=5)),
-    Case("to_short", put(to="0x1234")),
-    Case("to_upper_case", edit("to", upper_hex)),
-    Case("to_no_prefix", edit("to", lambda a: a[2:] + "00")),
-    Case("to_not_string", put(to=123)),
-    Case("signer_upper_case", edit("signer", upper_hex)),
-    Case("from_upper_case", edit("from", upper_hex)),
-    Case("from_not_signer", put_field("from", "0x" + "ab" * 20), schema=False),
-    Case("chain_id_of_other_chain", put(chain_id="other-chain"), schema=False),
-    *(Case(f"chain_id_{name}", put(chain_id=value)) for name, value in BAD_IDENTS.items()),
-    Case("key_not_object", put(key="abc")),
-    Case("key_missing_pk", edit("key", lambda k: {"alg": k["alg"]})),
-    Case("key_unknown_field", in_key(extra="x")),
-    Case("key_unknown_alg", in_key(alg="ml-dsa-44")),
-    Case("key_pk_upper_case", lambda tx: in_key(pk=upper_hex(tx["key"]["pk"]))(tx)),
-    Case("key_pk_short", lambda tx: in_key(pk=tx["key"]["pk"][:-2])(tx)),
-    Case("key_pk_odd", lambda tx: in_key(pk=tx["key"]["pk"][:-1])(tx)),
-    Case("key_pk_of_other_alg", in_key(alg="ml-dsa-87")),
-    Case("sig_upper_case", edit("sig", upper_hex)),
-    Case("sig_odd", edit("sig", lambda s: s[:-1])),
-    Case("sig_not_hex", put(sig="zz")),
-    Case("sig_not_string", put(sig=0)),
+    Case("kind_unknown", put(kind="transmogrify"), field="kind"),
+    Case("kind_missing", drop("kind"), field="kind"),
+    Case("kind_not_string", put(kind=7), field="kind"),
+    *(Case(f"kind_{kind}", put(kind=kind), field="kind") for kind in UNSUPPORTED_KINDS),
+    Case("kind_enroll", put(kind="enroll"), field="gpu_uuid"),  # a transfer's fields under another kind
+    Case("not_an_object", lambda tx: [tx], field="tx"),
+    Case("a_string", lambda tx: "transfer", field="tx"),
+    *(Case(f"missing_{name}", drop(name), field=name) for name in TRANSFER_FIELDS),
+    Case("unknown_field", put(memo="hi"), field="memo"),
+    Case("amount_string", put(amount="5"), field="amount"),
+    Case("amount_float", put(amount=5.0), field="amount"),
+    Case("amount_exponent", put(amount=1e6), field="amount"),
+    Case("amount_bool", put(amount=True), field="amount"),
+    Case("amount_zero", put(amount=0), field="amount"),
+    Case("amount_negative", put(amount=-1), field="amount"),
+    Case("amount_2_63", put(amount=AMOUNT_LIMIT), field="amount"),
+    Case("fee_bool", put(fee=False), field="fee"),
+    Case("fee_negative", put(fee=-1), field="fee"),
+    Case("fee_2_63", put(fee=AMOUNT_LIMIT), field="fee"),
+    Case("fee_null", put(fee=None), field="fee"),
+    Case("nonce_float", put(nonce=0.0), field="nonce"),
+    Case("nonce_negative", put(nonce=-1), field="nonce"),
+    Case("nonce_2_63", put(nonce=AMOUNT_LIMIT), field="nonce"),
+    Case("asset_lower_case", put(asset="cell"), field="asset"),
+    Case("asset_one_char", put(asset="C"), field="asset"),
+    Case("asset_too_long", put(asset="A" * 17), field="asset"),
+    Case("asset_not_string", put(asset=5), field="asset"),
+    Case("to_short", put(to="0x1234"), field="to"),
+    Case("to_upper_case", edit("to", upper_hex), field="to"),
+    Case("to_no_prefix", edit("to", lambda a: a[2:] + "00"), field="to"),
+    Case("to_not_string", put(to=123), field="to"),
+    Case("signer_upper_case", edit("signer", upper_hex), field="signer"),
+    Case("from_upper_case", edit("from", upper_hex), field="from"),
+    Case("from_not_signer", put_field("from", "0x" + "ab" * 20), schema=False, field="from"),
+    Case("chain_id_of_other_chain", put(chain_id="other-chain"), schema=False, field="chain_id"),
+    *(Case(f"chain_id_{name}", put(chain_id=value), field="chain_id") for name, value in BAD_IDENTS.items()),
+    *key_cases("key"),
+    Case("sig_upper_case", edit("sig", upper_hex), field="sig"),
+    Case("sig_odd", edit("sig", lambda s: s[:-1]), field="sig"),
+    Case("sig_not_hex", put(sig="zz"), field="sig"),
+    Case("sig_not_string", put(sig=0), field="sig"),
 ]
 
 BLOCK_FIELDS = ("chain_id", "height", "parent", "proposer", "timestamp_ms", "tx_root", "txs", "sig")
@@ -135,19 +165,149 @@ BLOCK_CASES: list[Case] = [
 VOTE_FIELDS = ("chain_id", "node_id", "height", "block_hash", "sig")
 
 VOTE_CASES: list[Case] = [
-    *(Case(f"missing_{name}", drop(name)) for name in VOTE_FIELDS),
-    Case("unknown_field", put(memo="hi")),
-    Case("height_bool", put(height=False)),
-    Case("height_float", put(height=1.0)),
-    Case("height_negative", put(height=-1)),
-    Case("height_string", put(height="1")),
-    Case("block_hash_upper_case", edit("block_hash", upper_hex)),
-    Case("block_hash_short", edit("block_hash", lambda h: h[:-2])),
-    *(Case(f"node_id_{name}", put(node_id=value)) for name, value in BAD_IDENTS.items()),
-    Case("chain_id_space", put(chain_id="tally test")),
-    Case("sig_upper_case", edit("sig", upper_hex)),
-    Case("sig_odd", edit("sig", lambda s: s[:-1])),
+    *(Case(f"missing_{name}", drop(name), field=name) for name in VOTE_FIELDS),
+    Case("unknown_field", put(memo="hi"), field="memo"),
+    Case("height_bool", put(height=False), field="height"),
+    Case("height_float", put(height=1.0), field="height"),
+    Case("height_negative", put(height=-1), field="height"),
+    Case("height_string", put(height="1"), field="height"),
+    Case("block_hash_upper_case", edit("block_hash", upper_hex), field="block_hash"),
+    Case("block_hash_short", edit("block_hash", lambda h: h[:-2]), field="block_hash"),
+    *(Case(f"node_id_{name}", put(node_id=value), field="node_id") for name, value in BAD_IDENTS.items()),
+    Case("chain_id_space", put(chain_id="tally test"), field="chain_id"),
+    Case("sig_upper_case", edit("sig", upper_hex), field="sig"),
+    Case("sig_odd", edit("sig", lambda s: s[:-1]), field="sig"),
 ]
+
+# ----------------------------------------------------------------------------- enroll, unenroll and slash
+
+ENROLL_NODE = "node-9"  # a node_id no test genesis enrolls
+EQUIVOCATOR = validators()[0]  # the author of the slash's evidence
+EVIDENCE_HEIGHT = 1
+EVIDENCE_HASHES = ("aa" * 32, "bb" * 32)
+
+
+@functools.cache
+def _well_formed(kind: str, chain_id: str, nonce: int) -> Obj:
+    if kind == "enroll":
+        return build.enroll(chain_id, ALICE, ENROLL_NODE, "GPU-0009", STAKE, keypair(ENROLL_NODE), nonce=nonce)
+    if kind == "unenroll":
+        return build.unenroll(chain_id, ALICE, EQUIVOCATOR.node_id, nonce=nonce)
+    if kind == "slash":
+        v = EQUIVOCATOR
+        votes = build.evidence(chain_id, v.node_id, v.key, EVIDENCE_HEIGHT, EVIDENCE_HASHES)
+        return build.slash(chain_id, ALICE, v.node_id, votes, nonce=nonce)
+    raise ValueError(f"no well-formed {kind!r} here")
+
+
+def as_kind(kind: str) -> Callable[[Obj], Obj]:
+    """The transfer a test passes, as a well-formed `kind` tx built by schemas/build.py: same chain_id and nonce,
+    signed by ALICE (the transfer's signer in every consumer; the signature is valid). A transfer stays itself."""
+    if kind == "transfer":
+        return copy.deepcopy
+    return lambda tx: copy.deepcopy(_well_formed(kind, tx["chain_id"], tx["nonce"]))
+
+
+def _then(first: Callable[[Obj], Obj], second: Callable[[Obj], Any]) -> Callable[[Obj], Any]:
+    return lambda obj: second(first(obj))
+
+
+def of_kind(kind: str, cases: Iterable[Case]) -> list[Case]:
+    """`cases` applied to a well-formed `kind` tx, their ids prefixed with the kind."""
+    return [Case(f"{kind}_{c.id}", _then(as_kind(kind), c.mutate), c.schema, c.field) for c in cases]
+
+
+def common_cases(kind: str) -> list[Case]:
+    """What every non-transfer kind gets: each field missing, an unknown one, the role field, node_id, nonce."""
+    role = commands.TX_ROLE[kind]
+    return [
+        *(Case(f"missing_{name}", drop(name), field=name) for name in sorted(commands.TX_FIELDS[kind] - {"kind"})),
+        Case("unknown_field", put(memo="hi"), field="memo"),
+        Case("unknown_field_amount", put(amount=1), field="amount"),  # a transfer's field
+        Case(f"{role}_not_signer", put_field(role, "0x" + "ab" * 20), schema=False, field=role),
+        Case(f"{role}_upper_case", edit(role, upper_hex), field=role),
+        Case(f"{role}_short", put_field(role, "0x1234"), field=role),
+        Case(f"{role}_not_string", put_field(role, None), field=role),
+        Case("chain_id_of_other_chain", put(chain_id="other-chain"), schema=False, field="chain_id"),
+        Case("chain_id_space", put(chain_id="tally test"), field="chain_id"),
+        Case("signer_upper_case", edit("signer", upper_hex), field="signer"),
+        Case("key_unknown_alg", in_key(alg="ml-dsa-44"), field="key.alg"),
+        Case("sig_odd", edit("sig", lambda s: s[:-1]), field="sig"),
+        *(Case(f"node_id_{name}", put(node_id=value), field="node_id") for name, value in BAD_IDENTS.items()),
+        Case("node_id_not_string", put(node_id=0), field="node_id"),
+        Case("nonce_float", put(nonce=0.0), field="nonce"),
+        Case("nonce_bool", put(nonce=False), field="nonce"),
+        Case("nonce_negative", put(nonce=-1), field="nonce"),
+        Case("nonce_2_63", put(nonce=AMOUNT_LIMIT), field="nonce"),
+        Case("nonce_string", put(nonce="0"), field="nonce"),
+    ]
+
+
+ENROLL_CASES: list[Case] = of_kind("enroll", [
+    *common_cases("enroll"),
+    Case("kind_unenroll", put(kind="unenroll"), field="gpu_uuid"),  # unknown: gpu_uuid, stake, validator_key
+    *(Case(f"gpu_uuid_{name}", put(gpu_uuid=value), field="gpu_uuid") for name, value in BAD_IDENTS.items()),
+    Case("gpu_uuid_not_string", put(gpu_uuid=9), field="gpu_uuid"),
+    Case("stake_string", put(stake="10000000"), field="stake"),
+    Case("stake_float", put(stake=10_000_000.0), field="stake"),
+    Case("stake_exponent", put(stake=1e7), field="stake"),
+    Case("stake_bool", put(stake=True), field="stake"),
+    Case("stake_null", put(stake=None), field="stake"),
+    Case("stake_negative", put(stake=-1), field="stake"),
+    Case("stake_2_63", put(stake=AMOUNT_LIMIT), field="stake"),
+    *key_cases("validator_key"),
+])
+
+UNENROLL_CASES: list[Case] = of_kind("unenroll", [
+    *common_cases("unenroll"),
+    Case("kind_enroll", put(kind="enroll"), field="gpu_uuid"),  # missing: gpu_uuid, stake, validator_key
+])
+
+
+def in_evidence(index: int, change: Callable[[Obj], Any]) -> Callable[[Obj], Obj]:
+    """Vote `index` of a slash's evidence changed."""
+
+    def mutate(tx: Obj) -> Obj:
+        votes = list(tx["evidence"])
+        votes[index] = change(votes[index])
+        return {**tx, "evidence": votes}
+
+    return mutate
+
+
+# A vote inside evidence is checked as a vote command is (and refers to vote.json), and must say kind 'vote'.
+EVIDENCE_VOTE_CASES: list[Case] = [
+    *VOTE_CASES,
+    Case("missing_kind", drop("kind"), field="kind"),
+    Case("kind_block", put(kind="block"), field="kind"),
+    Case("kind_transfer", put(kind="transfer"), field="kind"),
+    Case("kind_not_string", put(kind=7), field="kind"),
+    Case("not_object", lambda vote: vote["block_hash"], field="evidence[{i}]"),
+    Case("null", lambda vote: None, field="evidence[{i}]"),
+    Case("list", lambda vote: [vote], field="evidence[{i}]"),
+]
+# Both votes are checked: the second gets a sample.
+EVIDENCE_SECOND_VOTE = ("missing_sig", "kind_block", "not_object", "block_hash_short", "height_float")
+
+SLASH_CASES: list[Case] = of_kind("slash", [
+    *common_cases("slash"),
+    Case("kind_transfer", put(kind="transfer"), field="amount"),  # missing: amount, asset, fee, from, to
+    Case("evidence_object", lambda tx: {**tx, "evidence": {"0": tx["evidence"][0], "1": tx["evidence"][1]}},
+         field="evidence"),
+    Case("evidence_one_vote_unwrapped", edit("evidence", lambda votes: votes[0]), field="evidence"),
+    Case("evidence_string", put(evidence="votes"), field="evidence"),
+    Case("evidence_null", put(evidence=None), field="evidence"),
+    Case("evidence_empty", put(evidence=[]), field="evidence"),
+    Case("evidence_one_vote", edit("evidence", lambda votes: votes[:1]), field="evidence"),
+    Case("evidence_three_votes", edit("evidence", lambda votes: [*votes, votes[0]]), field="evidence"),
+    Case("evidence_four_votes", edit("evidence", lambda votes: votes * 2), field="evidence"),
+    *(
+        Case(f"evidence_{i}_{c.id}", in_evidence(i, c.mutate), c.schema, c.field.format(i=i))
+        for i in (0, 1) for c in EVIDENCE_VOTE_CASES if i == 0 or c.id in EVIDENCE_SECOND_VOTE
+    ),
+])
+
+TX_CASES += ENROLL_CASES + UNENROLL_CASES + SLASH_CASES
 
 
 def in_validator(index: int, **fields: Any) -> Callable[[Obj], Obj]:

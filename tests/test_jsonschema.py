@@ -14,7 +14,17 @@ from schemas import build, commands, wire
 from schemas.canonical import genesis_hash
 from schemas.limits import AMOUNT_MAX, PARAM_DEFAULTS
 from tests.chain import ALICE, BOB, CAROL, CHAIN_ID, GENESIS_MS, genesis_command, keypair, validators
-from tests.malformed import BLOCK_CASES, COMMAND_CASES, GENESIS_CASES, TX_CASES, VOTE_CASES, Case
+from tests.malformed import (
+    BLOCK_CASES,
+    COMMAND_CASES,
+    EQUIVOCATOR,
+    EVIDENCE_HASHES,
+    GENESIS_CASES,
+    TX_CASES,
+    UNSUPPORTED_KINDS,
+    VOTE_CASES,
+    Case,
+)
 
 SCHEMA_DIR = Path(wire.__file__).parent / "jsonschema"
 RELAYERS = [("relayer-a", keypair("relayer-a")), ("relayer-b", keypair("relayer-b", "ml-dsa-87"))]
@@ -26,6 +36,23 @@ def genesis() -> dict[str, Any]:
 
 def transfer(**fields: Any) -> dict[str, Any]:
     return {**build.transfer(CHAIN_ID, ALICE, BOB.address, 5, nonce=0, fee=1), **fields}
+
+
+def enroll(**fields: Any) -> dict[str, Any]:
+    return {**build.enroll(CHAIN_ID, BOB, "node-9", "GPU-0009", 10_000_000, keypair("node-9"), nonce=0), **fields}
+
+
+def unenroll(**fields: Any) -> dict[str, Any]:
+    return {**build.unenroll(CHAIN_ID, validators()[1].operator, "node-1", nonce=0), **fields}
+
+
+def slash(votes: list[dict[str, Any]] | None = None, **fields: Any) -> dict[str, Any]:
+    v = EQUIVOCATOR
+    votes = build.evidence(CHAIN_ID, v.node_id, v.key, 1, EVIDENCE_HASHES) if votes is None else votes
+    return {**build.slash(CHAIN_ID, CAROL, v.node_id, votes, nonce=0), **fields}
+
+
+TXS = {"transfer": transfer, "enroll": enroll, "unenroll": unenroll, "slash": slash}
 
 
 def block(txs: list[Any]) -> dict[str, Any]:
@@ -56,8 +83,21 @@ def test_genesis_params_match_the_defaults() -> None:
 
 def test_command_kinds_match_the_ledger() -> None:
     assert wire.load("command")["properties"]["kind"]["enum"] == list(commands.COMMAND_KINDS)
-    assert wire.load("tx")["properties"]["kind"]["enum"] == list(commands.TX_KINDS_SUPPORTED)
-    assert set(wire.load("transfer")["required"]) == commands.TX_FIELDS["transfer"]
+    tx = wire.load("tx")
+    assert tx["properties"]["kind"]["enum"] == list(commands.TX_KINDS_SUPPORTED)
+    assert [(rule["if"]["properties"]["kind"]["const"], rule["then"]["$ref"]) for rule in tx["allOf"]] == [
+        (kind, f"{kind}.json") for kind in commands.TX_KINDS_SUPPORTED
+    ]
+    assert all(kind in tx["$comment"] for kind in UNSUPPORTED_KINDS)
+    for kind in commands.TX_KINDS_SUPPORTED:
+        schema = wire.load(kind)
+        assert set(schema["required"]) == commands.TX_FIELDS[kind], kind
+        assert set(schema["properties"]) == commands.TX_FIELDS[kind], kind
+        assert schema["additionalProperties"] is False
+        assert schema["properties"]["kind"] == {"const": kind}
+        role = commands.TX_ROLE[kind]
+        assert "Must equal signer" in schema["properties"][role]["description"]
+        assert f"`{role}` differing from `signer`" in schema["$comment"]
     assert set(wire.load("block")["required"]) == commands.BLOCK_FIELDS
     assert set(wire.load("vote")["required"]) == commands.VOTE_FIELDS
     assert set(wire.load("genesis")["properties"]) == commands.GENESIS_FIELDS
@@ -77,19 +117,30 @@ def test_command_kinds_match_the_ledger() -> None:
         {**block([]), "height": 0},  # well formed: bad_height is the ledger's answer
         vote(),
         build.vote(CHAIN_ID, "node-2", validators()[2].key, 0, "00" * 32),
+        block([enroll(), unenroll(), slash()]),
+        block([transfer(), enroll(nonce=1), unenroll(nonce=AMOUNT_MAX), slash(nonce=AMOUNT_MAX)]),
+        block([enroll(stake=0, validator_key=CAROL.key), enroll(stake=AMOUNT_MAX, node_id="n" * 128)]),
+        block([build.slash(CHAIN_ID, validators()[2].operator, "node-2",
+                           build.evidence(CHAIN_ID, "node-2", validators()[2].key, 0, ("00" * 32, "ff" * 32)),
+                           nonce=0)]),
     ],
     ids=["genesis", "genesis_default", "genesis_empty", "genesis_minimal", "empty_block", "block", "self_transfer",
-         "block_height_0", "vote", "vote_ml_dsa_87"],
+         "block_height_0", "vote", "vote_ml_dsa_87", "validator_txs", "mixed_txs", "enroll_edges",
+         "slash_ml_dsa_87_votes"],
 )
 def test_what_build_makes_conforms(command: dict[str, Any]) -> None:
     assert wire.validate(command) == []
     assert wire.validate(command, command["kind"]) == []
 
 
-def test_a_transfer_on_its_own_conforms_to_transfer_json_only() -> None:
-    assert wire.validate(transfer(), "transfer") == []
-    assert wire.validate(transfer(), "tx") == []
-    assert wire.validate(transfer()) == ["$.kind: 'transfer' is not one of ['genesis', 'block', 'vote']"]
+@pytest.mark.parametrize("kind", commands.TX_KINDS_SUPPORTED)
+def test_a_tx_on_its_own_conforms_to_its_kind_and_tx_json_only(kind: str) -> None:
+    tx = TXS[kind]()
+    assert wire.validate(tx, kind) == []
+    assert wire.validate(tx, "tx") == []
+    assert wire.validate(tx) == [f"$.kind: '{kind}' is not one of ['genesis', 'block', 'vote']"]
+    others = [k for k in commands.TX_KINDS_SUPPORTED if k != kind]
+    assert all(wire.validate(tx, other) for other in others)
 
 
 @pytest.mark.parametrize("case", TX_CASES, ids=[c.id for c in TX_CASES])
@@ -97,8 +148,26 @@ def test_malformed_tx_breaks_the_schema(case: Case) -> None:
     errors = wire.validate(block([transfer(), case.mutate(transfer(nonce=1))]))
     if case.schema:
         assert errors and all(e.startswith("$.txs[1]") for e in errors), errors
+        assert any(case.field in e for e in errors), errors
     else:
-        assert errors == []  # only the ledger can tell (see transfer.json's $comment)
+        assert errors == []  # only the ledger can tell (see the $comment of the tx's kind)
+
+
+def test_evidence_that_proves_nothing_conforms() -> None:
+    """What makes evidence invalid_evidence (a receipt, not malformed_tx) is beyond JSON Schema too."""
+    v, other = EQUIVOCATOR, validators()[1]
+    a, b = build.evidence(CHAIN_ID, v.node_id, v.key, 1, EVIDENCE_HASHES)
+    for votes in (
+        [a, a],
+        [b, a],
+        [a, build.vote(CHAIN_ID, v.node_id, v.key, 2, EVIDENCE_HASHES[1])],
+        [a, build.vote(CHAIN_ID, other.node_id, other.key, 1, EVIDENCE_HASHES[1])],
+        [a, build.vote("other-chain", v.node_id, v.key, 1, EVIDENCE_HASHES[1])],
+        [a, {**b, "sig": ""}],
+    ):
+        assert wire.validate(block([slash(votes)])) == []
+    assert wire.validate(block([slash(node_id="node-1")])) == []
+    assert "invalid_evidence" in wire.load("slash")["$comment"]
 
 
 @pytest.mark.parametrize("case", BLOCK_CASES, ids=[c.id for c in BLOCK_CASES])
@@ -137,3 +206,8 @@ def test_errors_name_the_path_and_stay_short() -> None:
     assert len(errors) == 2
     assert errors[0].startswith("$: Additional properties are not allowed ('memo' was unexpected)")
     assert errors[1].startswith("$.sig: ") and len(errors[1]) <= wire.MESSAGE_CHARS_MAX
+    votes = slash()["evidence"]
+    for evidence, what in ((votes * 2, "is too long"), (votes[:1], "is too short"), ({"0": votes[0]}, "type")):
+        [error] = wire.validate(slash(evidence=evidence), "slash")
+        assert error.startswith("$.evidence: [") or error.startswith("$.evidence: {"), error
+        assert what in error and len(error) <= wire.MESSAGE_CHARS_MAX, error
