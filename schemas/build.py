@@ -56,3 +56,41 @@ def vote(chain_id: str, node_id: str, key: KeyPair, height: int, block_hash: str
     return sign(
         {"kind": "vote", "chain_id": chain_id, "node_id": node_id, "height": height, "block_hash": block_hash}, key
     )
+
+
+def enroll(
+    chain_id: str, operator: KeyPair, node_id: str, gpu_uuid: str, stake: int, validator_key: KeyPair, *, nonce: int
+) -> dict[str, Any]:
+    """The operator bonds `stake` CELL for a new validator signing with `validator_key`."""
+    tx = {
+        "kind": "enroll", "chain_id": chain_id, "signer": operator.address, "key": operator.key,
+        "operator": operator.address, "node_id": node_id, "gpu_uuid": gpu_uuid, "stake": stake,
+        "validator_key": validator_key.key, "nonce": nonce,
+    }
+    return sign(tx, operator)
+
+
+def unenroll(chain_id: str, operator: KeyPair, node_id: str, *, nonce: int) -> dict[str, Any]:
+    tx = {
+        "kind": "unenroll", "chain_id": chain_id, "signer": operator.address, "key": operator.key,
+        "operator": operator.address, "node_id": node_id, "nonce": nonce,
+    }
+    return sign(tx, operator)
+
+
+def slash(
+    chain_id: str, reporter: KeyPair, node_id: str, evidence: Sequence[dict[str, Any]], *, nonce: int
+) -> dict[str, Any]:
+    """A report of two votes by `node_id` (see `evidence`)."""
+    tx = {
+        "kind": "slash", "chain_id": chain_id, "signer": reporter.address, "key": reporter.key,
+        "reporter": reporter.address, "node_id": node_id, "evidence": [dict(v) for v in evidence], "nonce": nonce,
+    }
+    return sign(tx, reporter)
+
+
+def evidence(
+    chain_id: str, node_id: str, key: KeyPair, height: int, block_hashes: tuple[str, str]
+) -> list[dict[str, Any]]:
+    """Two votes by one validator at one height for two block hashes: what a slash carries."""
+    return [vote(chain_id, node_id, key, height, h) for h in block_hashes]

@@ -20,7 +20,7 @@ TX_KINDS = (
     "bridge_deposit", "withdraw_request", "withdraw_confirm", "withdraw_reject",
 )
 # Kinds whose validation and effects are implemented; the others arrive with later issues.
-TX_KINDS_SUPPORTED = ("transfer",)
+TX_KINDS_SUPPORTED = ("transfer", "enroll", "unenroll", "slash")
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
@@ -34,9 +34,12 @@ VOTE_FIELDS = {"kind", "chain_id", "node_id", "height", "block_hash", "sig"}
 TX_COMMON = {"kind", "chain_id", "signer", "key", "sig"}
 TX_FIELDS = {
     "transfer": TX_COMMON | {"from", "to", "asset", "amount", "fee", "nonce"},
+    "enroll": TX_COMMON | {"operator", "node_id", "gpu_uuid", "stake", "validator_key", "nonce"},
+    "unenroll": TX_COMMON | {"operator", "node_id", "nonce"},
+    "slash": TX_COMMON | {"reporter", "node_id", "evidence", "nonce"},
 }
 # The role field of each tx kind must equal `signer`.
-TX_ROLE = {"transfer": "from"}
+TX_ROLE = {"transfer": "from", "enroll": "operator", "unenroll": "operator", "slash": "reporter"}
 
 
 class Checker:
@@ -54,13 +57,17 @@ class Checker:
             raise self.fail(f"{name} must be an object")
         return value
 
-    def fields(self, obj: Mapping[str, Any], required: set[str], optional: set[str] = frozenset()) -> None:
+    def fields(
+        self, obj: Mapping[str, Any], required: set[str], optional: set[str] = frozenset(), *, name: str = ""
+    ) -> None:
+        """`name` says where the object is (e.g. `evidence[0]`) when it is not the command or tx itself."""
+        where = f"{name}: " if name else ""
         missing = sorted(required - obj.keys())
         if missing:
-            raise self.fail(f"missing field(s) {', '.join(missing)}")
+            raise self.fail(f"{where}missing field(s) {', '.join(missing)}")
         unknown = sorted(obj.keys() - required - optional)
         if unknown:
-            raise self.fail(f"unknown field(s) {', '.join(unknown)}")
+            raise self.fail(f"{where}unknown field(s) {', '.join(unknown)}")
 
     def int_(self, value: Any, name: str, *, minimum: int = 0) -> int:
         # bool is an int subclass in Python but not a JSON integer.
@@ -110,7 +117,7 @@ class Checker:
 
     def key(self, value: Any, name: str) -> tuple[str, bytes]:
         key = self.obj(value, name)
-        self.fields(key, {"alg", "pk"})
+        self.fields(key, {"alg", "pk"}, name=name)
         alg = self.str_(key["alg"], f"{name}.alg")
         if alg not in limits.PK_BYTES:
             raise self.fail(f"{name}.alg must be one of {', '.join(limits.PK_BYTES)}")
@@ -170,20 +177,43 @@ def check_tx_shape(tx: Any, index: int, chain_id: str) -> tuple[str, bytes]:
         c.asset(tx["asset"], "asset")
         c.int_(tx["amount"], "amount", minimum=1)
         c.int_(tx["fee"], "fee")
-        c.int_(tx["nonce"], "nonce")
+    elif kind == "enroll":
+        c.address(tx["operator"], "operator")
+        c.ident(tx["node_id"], "node_id")
+        c.ident(tx["gpu_uuid"], "gpu_uuid")
+        c.int_(tx["stake"], "stake")
+        c.key(tx["validator_key"], "validator_key")
+    elif kind == "unenroll":
+        c.address(tx["operator"], "operator")
+        c.ident(tx["node_id"], "node_id")
+    elif kind == "slash":
+        c.address(tx["reporter"], "reporter")
+        c.ident(tx["node_id"], "node_id")
+        evidence = tx["evidence"]
+        if not isinstance(evidence, list) or len(evidence) != 2:
+            raise c.fail("evidence must be a list of two votes")
+        for i, vote in enumerate(evidence):
+            _check_vote_fields(c, c.obj(vote, f"evidence[{i}]"), f"evidence[{i}].")
+    c.int_(tx["nonce"], "nonce")
     if tx[TX_ROLE[kind]] != signer:
         raise c.fail(f"{TX_ROLE[kind]} must equal signer")
     return alg_pk
 
 
 def check_vote_shape(vote: Mapping[str, Any]) -> None:
-    c = Checker("malformed_vote", "vote")
-    c.fields(vote, VOTE_FIELDS)
-    c.ident(vote["chain_id"], "chain_id")
-    c.ident(vote["node_id"], "node_id")
-    c.int_(vote["height"], "height")
-    c.hash_(vote["block_hash"], "block_hash")
-    c.hex_(vote["sig"], "sig")
+    _check_vote_fields(Checker("malformed_vote", "vote"), vote, "")
+
+
+def _check_vote_fields(c: Checker, vote: Mapping[str, Any], prefix: str) -> None:
+    """A vote's fields (a command, or one of a slash's two pieces of evidence)."""
+    c.fields(vote, VOTE_FIELDS, name=prefix.rstrip("."))
+    if vote["kind"] != "vote":
+        raise c.fail(f"{prefix}kind must be 'vote'")
+    c.ident(vote["chain_id"], f"{prefix}chain_id")
+    c.ident(vote["node_id"], f"{prefix}node_id")
+    c.int_(vote["height"], f"{prefix}height")
+    c.hash_(vote["block_hash"], f"{prefix}block_hash")
+    c.hex_(vote["sig"], f"{prefix}sig")
 
 
 def check_genesis(genesis: Mapping[str, Any]) -> dict[str, Any]:

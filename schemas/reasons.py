@@ -33,6 +33,11 @@ BLOCK_REASONS = (
 # Transactions (receipt reasons).
 TX_REASONS = {
     "transfer": ("bad_nonce", "unknown_asset", "insufficient_funds", "amount_overflow"),
+    "enroll": ("bad_nonce", "stake_below_minimum", "node_id_taken", "gpu_uuid_bound", "insufficient_funds"),
+    "unenroll": ("bad_nonce", "unknown_validator", "not_operator", "not_active"),
+    "slash": (
+        "bad_nonce", "unknown_validator", "not_slashable", "invalid_evidence", "duplicate_offence", "amount_overflow",
+    ),
 }
 
 # Votes.
@@ -73,6 +78,13 @@ MESSAGES = {
     "bad_nonce": "nonce is not the account's next nonce",
     "unknown_asset": "the asset does not exist on this chain",
     "insufficient_funds": "the balance does not cover amount and fee",
+    "stake_below_minimum": "the stake is below the chain's min_stake",
+    "node_id_taken": "the node_id is or was enrolled already (a node_id is never reused)",
+    "gpu_uuid_bound": "the gpu_uuid is bound to a live enrollment",
+    "not_operator": "the signer is not the validator's operator",
+    "not_slashable": "the validator has no stake left",
+    "invalid_evidence": "the two votes are not evidence of an equivocation by this validator",
+    "duplicate_offence": "this (node_id, height) was already slashed",
 }
 
 

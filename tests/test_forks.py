@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+import hypothesis
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accelerators.verify import BatchVerifier
+from schemas import build
 from schemas.canonical import block_hash
 from schemas.events import (
     BlockApplied,
@@ -26,7 +28,7 @@ from schemas.events import (
     VoteAccepted,
 )
 from schemas.limits import PARAM_DEFAULTS
-from tests.chain import ALICE, BOB, CAROL, CELL, Chain, genesis_command, open_service, validators
+from tests.chain import ALICE, BOB, CAROL, CELL, STAKE, Chain, genesis_command, keypair, open_service, validators
 from writes.decide import decide
 from writes.service import LedgerService, seal
 from writes.state import ACTIVE, UNBONDING, BranchView, ChainState, Ledger, fold
@@ -50,7 +52,8 @@ def view(chain: ChainState) -> dict[str, Any]:
         "nonces": {k: v for k, v in chain.nonces.items() if v},
         "validators": {n: (v.phase, v.stake, v.unbond_at_ms) for n, v in chain.validators.items()},
         "minted": chain.minted, "burned": chain.burned, "canonical": list(chain.canonical),
-        "active_stakes": dict(chain.active_stakes),
+        "active_stakes": dict(chain.active_stakes), "gpu_bindings": dict(chain.gpu_bindings),
+        "offences": set(chain.offences),
     }
 
 
@@ -273,9 +276,13 @@ def test_a_restart_folds_the_same_state_after_reorgs(tmp_path: Path) -> None:
 
 # ====================================================================================== property test
 
-# A step is a block (parent picked among the known blocks, proposer, transfers) or a vote.
+# A step is a block (parent picked among the known blocks, proposer, txs) or a vote. A tx is a transfer, an
+# enrollment of node-x<r> or a slash of node-<r> (genesis validators), by account s.
 transfers = st.lists(
-    st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(1, 60), st.sampled_from([0, 0, 0, 1])),
+    st.tuples(
+        st.integers(0, 2), st.integers(0, 2), st.integers(1, 60), st.sampled_from([0, 0, 0, 1]),
+        st.sampled_from(["transfer", "transfer", "enroll", "slash"]),
+    ),
     max_size=2,
 )
 block_steps = st.tuples(st.just("block"), st.integers(0, 10**6), st.integers(0, 2), transfers)
@@ -291,7 +298,7 @@ def test_any_tree_of_blocks_folds_like_its_canonical_branch(steps: list[Any]) ->
     """Random trees of blocks and votes, submitted in random orders: after every command the state equals a
     fresh fold of the canonical branch alone, the CELL invariant holds at every height of it, and a refused
     block is refused for finality only."""
-    vals = validators()
+    vals = validators((2 * STAKE,) * 3)  # a slash halves a stake to min_stake; a second one revokes
     genesis = genesis_command(vals=vals)
     with tempfile.TemporaryDirectory() as tmp:
         service = open_service(Path(tmp))
@@ -305,17 +312,32 @@ def test_any_tree_of_blocks_folds_like_its_canonical_branch(steps: list[Any]) ->
                 if kind == "vote":
                     for voter in range(3) if who == 3 else [who]:
                         result = ledger.submit(ledger.vote(voter, target.hash, target.height))
-                        assert result["status"] == "accepted", result
+                        if chain.validators[vals[voter].node_id].phase == ACTIVE:
+                            assert result["status"] == "accepted", result
+                        else:
+                            assert result["reason"] == "not_active", result
                 else:
                     branch = BranchView(chain, target) if chain.descends_from(target, chain.finalized) else None
                     nonces = {k.address: branch.next_nonce(k.address) if branch else 0 for k in ACCOUNTS_}
                     txs = []
-                    for s, r, amount, skew in plan:
+                    for s, r, amount, skew, tx_kind in plan:
                         sender = ACCOUNTS_[s]
-                        txs.append(ledger.transfer(sender, ACCOUNTS_[r].address, amount * CELL,
-                                                   nonce=nonces[sender.address] + skew))
+                        nonce = nonces[sender.address] + skew
                         nonces[sender.address] += 1
-                    command = ledger.block(txs, parent=target.hash, proposer=who % 3)
+                        if tx_kind == "enroll":
+                            txs.append(build.enroll(ledger.chain_id, sender, f"node-x{r}", f"GPU-X{amount % 2}",
+                                                    STAKE, keypair(f"node-x{r}"), nonce=nonce))
+                        elif tx_kind == "slash":
+                            votes = build.evidence(ledger.chain_id, vals[r].node_id, vals[r].key, amount % 3,
+                                                   ("aa" * 32, "bb" * 32))
+                            txs.append(build.slash(ledger.chain_id, sender, vals[r].node_id, votes, nonce=nonce))
+                        else:
+                            txs.append(ledger.transfer(sender, ACCOUNTS_[r].address, amount * CELL, nonce=nonce))
+                    proposers = [i for i, v in enumerate(vals) if branch and v.node_id in branch.active_stakes]
+                    if branch is not None and not proposers:
+                        continue  # every validator was revoked on this branch
+                    command = ledger.block(txs, parent=target.hash, proposer=proposers[who % len(proposers)]
+                                           if proposers else who % 3)
                     result = ledger.submit(command)
                     if result.get("reason") == "duplicate_block":  # the same parent, proposer and txs again
                         assert block_hash(command) in chain.blocks
@@ -335,8 +357,8 @@ def test_any_tree_of_blocks_folds_like_its_canonical_branch(steps: list[Any]) ->
                     state = fresh.chains[ledger.chain_id]
                     assert cell_total(state) == state.minted - state.burned
                     assert all(amount >= 0 for amount in state.balances.values())
-                event(f"reorganizations: {min(chain.reorganizations, 3)}")
-                event(f"finalized height: {min(chain.finalized_height, 2)}")
+                hypothesis.event(f"reorganizations: {min(chain.reorganizations, 3)}")
+                hypothesis.event(f"finalized height: {min(chain.finalized_height, 2)}")
                 ours, theirs = view(chain), view(fresh.chains[ledger.chain_id])
                 assert ours == theirs
                 # The tip is the highest block on the final branch, the first accepted on ties.

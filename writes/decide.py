@@ -25,10 +25,10 @@ from schemas.events import (
     LedgerEvent,
     VoteAccepted,
 )
-from schemas.limits import AMOUNT_MAX
 from schemas.reasons import Rejection
 from writes.inspect import Inspection
-from writes.state import ACTIVE, UNBONDING, BlockInfo, BranchView, ChainState, Ledger
+from writes.state import ACTIVE, BlockInfo, BranchView, ChainState, Ledger, stakes_after
+from writes.txs import apply_txs
 
 Draft = tuple[type[LedgerEvent], dict[str, Any]]
 
@@ -219,99 +219,9 @@ def _check_txs(
     return tx_ids
 
 
-class _Overlay:
-    """Balances and nonces as the block changes them, over the untouched state after its parent."""
-
-    def __init__(self, chain: BranchView) -> None:
-        self.chain = chain
-        self.balances: dict[tuple[str, str], int] = {}
-        self.nonces: dict[str, int] = {}
-
-    def balance(self, address: str, asset: str) -> int:
-        key = (address, asset)
-        return self.balances[key] if key in self.balances else self.chain.balance(address, asset)
-
-    def add(self, address: str, asset: str, delta: int) -> None:
-        self.balances[(address, asset)] = self.balance(address, asset) + delta
-
-    def next_nonce(self, address: str) -> int:
-        return self.nonces[address] if address in self.nonces else self.chain.next_nonce(address)
-
-
-def apply_txs(chain: BranchView, block: Mapping[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
-    """Receipts and effects of a valid block on its branch: txs in order, then reward and fees, then releases."""
-    state = _Overlay(chain)
-    receipts: list[list[str]] = []
-    fees = 0
-    volume: dict[str, int] = {}
-    for tx in block["txs"]:
-        reason = _transfer_rejection(chain, state, tx)
-        if reason:
-            receipts.append(["rejected", reason])
-            continue
-        _apply_transfer(state, tx)
-        fees += tx["fee"]
-        volume[tx["asset"]] = volume.get(tx["asset"], 0) + tx["amount"]
-        receipts.append(["applied", ""])
-    validator = chain.validator(block["proposer"])
-    assert validator is not None  # _check_proposer
-    reward = chain.params["block_reward"]
-    if state.balance(validator.operator, "CELL") + reward + fees > AMOUNT_MAX:
-        raise Rejection("amount_overflow", "the reward and fees would take the proposer's operator to 2**63")
-    state.add(validator.operator, "CELL", reward + fees)
-    releases = _releases(chain, state, block["timestamp_ms"])
-    effects = {
-        "balances": [[a, s, state.balance(a, s) - chain.balance(a, s)] for a, s in state.balances
-                     if state.balance(a, s) != chain.balance(a, s)],
-        "nonces": [[a, chain.next_nonce(a), n] for a, n in state.nonces.items()],
-        "reward": reward, "fees": fees, "minted": reward, "burned": 0,
-        "releases": releases, "volume": [[asset, amount] for asset, amount in sorted(volume.items())],
-    }
-    return receipts, effects
-
-
-def _transfer_rejection(chain: BranchView, state: _Overlay, tx: Mapping[str, Any]) -> str:
-    """The first rejection reason that applies, in DOMAIN.md's order, or '' when the transfer applies."""
-    sender, asset, amount, fee = tx["from"], tx["asset"], tx["amount"], tx["fee"]
-    if tx["nonce"] != state.next_nonce(sender):
-        return "bad_nonce"
-    if asset not in chain.assets:
-        return "unknown_asset"
-    cell_needed = fee + (amount if asset == "CELL" else 0)
-    if state.balance(sender, "CELL") < cell_needed or state.balance(sender, asset) < amount:
-        return "insufficient_funds"
-    if tx["to"] != sender and state.balance(tx["to"], asset) + amount > AMOUNT_MAX:
-        return "amount_overflow"
-    return ""
-
-
-def _apply_transfer(state: _Overlay, tx: Mapping[str, Any]) -> None:
-    sender = tx["from"]
-    state.add(sender, "CELL", -tx["fee"])
-    if tx["to"] != sender:  # a self-transfer costs only the fee
-        state.add(sender, tx["asset"], -tx["amount"])
-        state.add(tx["to"], tx["asset"], tx["amount"])
-    state.nonces[sender] = state.next_nonce(sender) + 1
-
-
-def _releases(chain: BranchView, state: _Overlay, timestamp_ms: int) -> list[list[Any]]:
-    """Unbonding stakes whose window ended by this block's timestamp go back to their operators."""
-    released = []
-    for v in chain.validators():
-        if v.phase == UNBONDING and v.unbond_at_ms is not None and v.unbond_at_ms <= timestamp_ms:
-            if state.balance(v.operator, "CELL") + v.stake > AMOUNT_MAX:
-                raise Rejection("amount_overflow", f"releasing {v.node_id}'s stake would overflow its operator")
-            state.add(v.operator, "CELL", v.stake)
-            released.append([v.node_id, v.stake])
-    return released
-
-
 def _block_info_after(chain: BranchView, payload: Mapping[str, Any], voters: set[str]) -> BlockInfo:
     """The block as `evolve` will record it (the validator set after it), to test finality before saving."""
-    stakes = chain.active_stakes
-    if payload["effects"]["releases"]:
-        gone = {node_id for node_id, _ in payload["effects"]["releases"]}
-        stakes = {n: s for n, s in stakes.items() if n not in gone}
+    stakes = stakes_after(chain.active_stakes, payload["effects"])
     return BlockInfo(
         payload["block_hash"], payload["height"], payload["parent"], payload["timestamp_ms"],
         payload["proposer"], stakes, sum(stakes.values()), set(voters),

@@ -11,8 +11,8 @@ can undo and redo them exactly, and `BranchView` can show the state after any su
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
 
@@ -42,8 +42,29 @@ class Validator:
     gpu_uuid: str
     stake: int
     phase: str = ACTIVE
-    unbond_at_ms: int | None = None
+    unbond_at_ms: int | None = None  # may pass 2**63 (DOMAIN.md: not bounded)
     enrolled_height: int = 0
+    revoked: bool = False  # auto-revoked by a slash that left the stake below min_stake
+
+    @property
+    def binds_gpu(self) -> bool:
+        """DOMAIN.md: gpu_uuid binds to one enrollment until it is released or auto-revoked."""
+        return self.phase != RELEASED and not self.revoked
+
+    def record(self) -> dict[str, Any]:
+        """The validator as BlockApplied.effects records it (before and after a change)."""
+        return {
+            "node_id": self.node_id, "operator": self.operator, "key": {"alg": self.alg, "pk": self.pk.hex()},
+            "gpu_uuid": self.gpu_uuid, "stake": self.stake, "phase": self.phase, "unbond_at_ms": self.unbond_at_ms,
+            "enrolled_height": self.enrolled_height, "revoked": self.revoked,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> Validator:
+        return cls(
+            r["node_id"], r["operator"], r["key"]["alg"], bytes.fromhex(r["key"]["pk"]), r["gpu_uuid"], r["stake"],
+            r["phase"], r["unbond_at_ms"], r["enrolled_height"], r["revoked"],
+        )
 
 
 @dataclass
@@ -91,6 +112,8 @@ class ChainState:
     minted: int = 0
     burned: int = 0
     active_stakes: dict[str, int] = field(default_factory=dict)
+    gpu_bindings: dict[str, str] = field(default_factory=dict)  # gpu_uuid -> node_id of its live enrollment
+    offences: set[tuple[str, int]] = field(default_factory=set)  # (node_id, height) of applied slashes
     accepted: int = 0  # blocks accepted so far (BlockInfo.order)
     unsettled: set[str] = field(default_factory=set)  # hashes of blocks that keep their summary
     reorganizations: int = 0
@@ -131,7 +154,7 @@ class ChainState:
         return self.nonces.get(address, 0)
 
     def refresh_active_stakes(self) -> None:
-        self.active_stakes = {v.node_id: v.stake for v in self.validators.values() if v.phase == ACTIVE}
+        self.active_stakes = stakes_of(self.validators.values())
 
     # The state after the tip moves with the canonical chain: a block's effects are done when it becomes
     # canonical and undone, exactly, when it is reverted.
@@ -144,10 +167,12 @@ class ChainState:
             self.nonces[address] = after
         self.minted += fx["minted"]
         self.burned += fx["burned"]
-        if fx["releases"]:
-            for node_id, _stake in fx["releases"]:
-                validator = self.validators[node_id]
-                validator.phase, validator.stake = RELEASED, 0
+        changes = fx.get("validators", ())
+        for node_id, before, after in changes:
+            self._set_validator(node_id, before, after)
+        for node_id, height in fx.get("offences", ()):
+            self.offences.add((node_id, height))
+        if changes:
             self.refresh_active_stakes()
 
     def undo_effects(self, fx: dict[str, Any]) -> None:
@@ -165,11 +190,24 @@ class ChainState:
                 self.nonces.pop(address, None)
         self.minted -= fx["minted"]
         self.burned -= fx["burned"]
-        if fx["releases"]:
-            for node_id, stake in fx["releases"]:
-                validator = self.validators[node_id]
-                validator.phase, validator.stake = UNBONDING, stake
+        changes = fx.get("validators", ())
+        for node_id, before, after in reversed(changes):
+            self._set_validator(node_id, after, before)
+        for node_id, height in fx.get("offences", ()):
+            self.offences.discard((node_id, height))
+        if changes:
             self.refresh_active_stakes()
+
+    def _set_validator(self, node_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """Replace a validator's record (None: not enrolled), keeping the gpu_uuid bindings in step."""
+        if old is not None and self.gpu_bindings.get(old["gpu_uuid"]) == node_id:
+            del self.gpu_bindings[old["gpu_uuid"]]
+        if new is None:
+            del self.validators[node_id]
+            return
+        validator = self.validators[node_id] = Validator.from_record(new)
+        if validator.binds_gpu:
+            self.gpu_bindings[validator.gpu_uuid] = node_id
 
     def settle(self) -> None:
         """Forget the summaries of blocks that can no longer move: final ones, and those off the final branch."""
@@ -195,7 +233,9 @@ class BranchView:
         self.assets = chain.assets
         self._balances: dict[tuple[str, str], int] = {}
         self._nonces: dict[str, int] = {}
-        self._validators: dict[str, Validator] = {}
+        self._validators: dict[str, Validator | None] = {}
+        self._gpu: dict[str, str | None] = {}
+        self._offences: dict[tuple[str, int], bool] = {}
         if parent.hash != chain.tip.hash:
             undo, _ancestor, redo = chain.path(parent)
             for block in undo:
@@ -203,7 +243,7 @@ class BranchView:
             for block in redo:
                 self._move(_summary(block)["effects"], undo=False)
         if self._validators:
-            self.active_stakes = {v.node_id: v.stake for v in self.validators() if v.phase == ACTIVE}
+            self.active_stakes = stakes_of(self.validators())
         else:
             self.active_stakes = chain.active_stakes
 
@@ -213,10 +253,17 @@ class BranchView:
             self._balances[(address, asset)] = self.balance(address, asset) + sign * delta
         for address, before, after in fx["nonces"]:
             self._nonces[address] = before if undo else after
-        for node_id, stake in fx["releases"]:
-            validator = replace(self.validator(node_id))  # type: ignore[type-var]
-            validator.phase, validator.stake = (UNBONDING, stake) if undo else (RELEASED, 0)
+        changes = fx.get("validators", ())
+        for node_id, before, after in reversed(changes) if undo else changes:
+            old, new = (after, before) if undo else (before, after)
+            if old is not None and self.gpu_holder(old["gpu_uuid"]) == node_id:
+                self._gpu[old["gpu_uuid"]] = None
+            validator = None if new is None else Validator.from_record(new)
             self._validators[node_id] = validator
+            if validator is not None and validator.binds_gpu:
+                self._gpu[validator.gpu_uuid] = node_id
+        for node_id, height in fx.get("offences", ()):
+            self._offences[(node_id, height)] = not undo
 
     def balance(self, address: str, asset: str) -> int:
         key = (address, asset)
@@ -226,12 +273,47 @@ class BranchView:
         return self._nonces[address] if address in self._nonces else self.chain.nonces.get(address, 0)
 
     def validator(self, node_id: str) -> Validator | None:
-        found = self._validators.get(node_id)
-        return found if found is not None else self.chain.validators.get(node_id)
+        if node_id in self._validators:
+            return self._validators[node_id]
+        return self.chain.validators.get(node_id)
 
     def validators(self) -> Iterator[Validator]:
         for node_id, validator in self.chain.validators.items():
-            yield self._validators.get(node_id, validator)
+            if node_id not in self._validators:
+                yield validator
+        for validator in self._validators.values():
+            if validator is not None:
+                yield validator
+
+    def gpu_holder(self, gpu_uuid: str) -> str | None:
+        """The node_id whose live enrollment binds `gpu_uuid`, if any."""
+        if gpu_uuid in self._gpu:
+            return self._gpu[gpu_uuid]
+        return self.chain.gpu_bindings.get(gpu_uuid)
+
+    def has_offence(self, node_id: str, height: int) -> bool:
+        if (node_id, height) in self._offences:
+            return self._offences[(node_id, height)]
+        return (node_id, height) in self.chain.offences
+
+
+def stakes_of(validators: Iterable[Validator]) -> dict[str, int]:
+    """Who counts toward finality, and with how much: the active validators' stakes."""
+    return {v.node_id: v.stake for v in validators if v.phase == ACTIVE}
+
+
+def stakes_after(stakes: dict[str, int], fx: dict[str, Any]) -> dict[str, int]:
+    """The active stakes after a block with effects `fx`, from those before it (shared when unchanged)."""
+    changes = fx.get("validators", ())
+    if not changes:
+        return stakes
+    stakes = dict(stakes)
+    for node_id, _before, after in changes:
+        if after is not None and after["phase"] == ACTIVE:
+            stakes[node_id] = after["stake"]
+        else:
+            stakes.pop(node_id, None)
+    return stakes
 
 
 def _summary(block: BlockInfo) -> dict[str, Any]:
@@ -266,6 +348,7 @@ def _(event: GenesisAccepted, ledger: Ledger) -> None:
             v["node_id"], v["operator"], key["alg"], bytes.fromhex(key["pk"]), v["gpu_uuid"], v["stake"]
         )
         chain.minted += v["stake"]
+        chain.gpu_bindings[v["gpu_uuid"]] = v["node_id"]
     for r in event.relayers:
         chain.relayers[r["relayer_id"]] = (r["key"]["alg"], bytes.fromhex(r["key"]["pk"]))
     chain.refresh_active_stakes()
@@ -291,10 +374,7 @@ def _(event: BlockApplied, ledger: Ledger) -> None:
 @evolve.register
 def _(event: BlockRecorded, ledger: Ledger) -> None:
     chain = ledger.chains[event.chain_id]
-    stakes = BranchView(chain, chain.blocks[event.parent]).active_stakes
-    if event.effects["releases"]:
-        gone = {node_id for node_id, _ in event.effects["releases"]}
-        stakes = {n: s for n, s in stakes.items() if n not in gone}
+    stakes = stakes_after(BranchView(chain, chain.blocks[event.parent]).active_stakes, event.effects)
     _record(chain, event, stakes)
 
 
