@@ -94,3 +94,44 @@ def evidence(
 ) -> list[dict[str, Any]]:
     """Two votes by one validator at one height for two block hashes: what a slash carries."""
     return [vote(chain_id, node_id, key, height, h) for h in block_hashes]
+
+
+def bridge_deposit(
+    chain_id: str, relayer: KeyPair, reserve_id: str, asset: str, to: str, amount: int, *,
+    from_chain: str = "ethereum", external_tx: str = "0xexternal",
+) -> dict[str, Any]:
+    """A relayer credits `to` with `amount` of a bridged asset locked on `from_chain`."""
+    tx = {
+        "kind": "bridge_deposit", "chain_id": chain_id, "signer": relayer.address, "key": relayer.key,
+        "relayer": relayer.address, "reserve_id": reserve_id, "asset": asset, "to": to, "amount": amount,
+        "from_chain": from_chain, "external_tx": external_tx,
+    }
+    return sign(tx, relayer)
+
+
+def withdraw_request(
+    chain_id: str, owner: KeyPair, reserve_id: str, asset: str, amount: int, *, nonce: int,
+    to_chain: str = "ethereum", external_address: str = "0xdestination",
+) -> dict[str, Any]:
+    tx = {
+        "kind": "withdraw_request", "chain_id": chain_id, "signer": owner.address, "key": owner.key,
+        "owner": owner.address, "reserve_id": reserve_id, "asset": asset, "amount": amount, "to_chain": to_chain,
+        "external_address": external_address, "nonce": nonce,
+    }
+    return sign(tx, owner)
+
+
+def withdraw_confirm(chain_id: str, relayer: KeyPair, reserve_id: str, external_tx: str = "0xpayout") -> dict[str, Any]:
+    tx = {
+        "kind": "withdraw_confirm", "chain_id": chain_id, "signer": relayer.address, "key": relayer.key,
+        "relayer": relayer.address, "reserve_id": reserve_id, "external_tx": external_tx,
+    }
+    return sign(tx, relayer)
+
+
+def withdraw_reject(chain_id: str, relayer: KeyPair, reserve_id: str, reason: str = "refused") -> dict[str, Any]:
+    tx = {
+        "kind": "withdraw_reject", "chain_id": chain_id, "signer": relayer.address, "key": relayer.key,
+        "relayer": relayer.address, "reserve_id": reserve_id, "reason": reason,
+    }
+    return sign(tx, relayer)

@@ -19,8 +19,8 @@ TX_KINDS = (
     "transfer", "enroll", "unenroll", "slash",
     "bridge_deposit", "withdraw_request", "withdraw_confirm", "withdraw_reject",
 )
-# Kinds whose validation and effects are implemented; the others arrive with later issues.
-TX_KINDS_SUPPORTED = ("transfer", "enroll", "unenroll", "slash")
+# Kinds whose validation and effects are implemented: all of DOMAIN.md's.
+TX_KINDS_SUPPORTED = TX_KINDS
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
@@ -37,9 +37,18 @@ TX_FIELDS = {
     "enroll": TX_COMMON | {"operator", "node_id", "gpu_uuid", "stake", "validator_key", "nonce"},
     "unenroll": TX_COMMON | {"operator", "node_id", "nonce"},
     "slash": TX_COMMON | {"reporter", "node_id", "evidence", "nonce"},
+    # Relayer txs carry no nonce: reserve_id makes them idempotent.
+    "bridge_deposit": TX_COMMON | {"relayer", "reserve_id", "asset", "to", "amount", "from_chain", "external_tx"},
+    "withdraw_request": TX_COMMON | {"owner", "reserve_id", "asset", "amount", "to_chain", "external_address", "nonce"},
+    "withdraw_confirm": TX_COMMON | {"relayer", "reserve_id", "external_tx"},
+    "withdraw_reject": TX_COMMON | {"relayer", "reserve_id", "reason"},
 }
 # The role field of each tx kind must equal `signer`.
-TX_ROLE = {"transfer": "from", "enroll": "operator", "unenroll": "operator", "slash": "reporter"}
+TX_ROLE = {
+    "transfer": "from", "enroll": "operator", "unenroll": "operator", "slash": "reporter",
+    "bridge_deposit": "relayer", "withdraw_request": "owner", "withdraw_confirm": "relayer",
+    "withdraw_reject": "relayer",
+}
 
 
 class Checker:
@@ -88,6 +97,13 @@ class Checker:
         self.str_(value, name)
         if not pattern.fullmatch(value):
             raise self.fail(f"{name} must be {what}")
+        return value
+
+    def text(self, value: Any, name: str) -> str:
+        """Free text: printable ASCII, at most FREE_TEXT_LEN_MAX characters."""
+        self.str_(value, name)
+        if len(value) > limits.FREE_TEXT_LEN_MAX:
+            raise self.fail(f"{name} must be at most {limits.FREE_TEXT_LEN_MAX} characters")
         return value
 
     def hash_(self, value: Any, name: str) -> str:
@@ -163,8 +179,6 @@ def check_tx_shape(tx: Any, index: int, chain_id: str) -> tuple[str, bytes]:
     kind = tx.get("kind")
     if kind not in TX_KINDS:
         raise c.fail(f"unknown tx kind {kind!r}")
-    if kind not in TX_KINDS_SUPPORTED:
-        raise c.fail(f"tx kind {kind!r} is not supported by this ledger version yet")
     c.fields(tx, TX_FIELDS[kind])
     if c.ident(tx["chain_id"], "chain_id") != chain_id:
         raise c.fail(f"chain_id {tx['chain_id']!r} differs from the block's {chain_id!r}")
@@ -194,10 +208,39 @@ def check_tx_shape(tx: Any, index: int, chain_id: str) -> tuple[str, bytes]:
             raise c.fail("evidence must be a list of two votes")
         for i, vote in enumerate(evidence):
             _check_vote_fields(c, c.obj(vote, f"evidence[{i}]"), f"evidence[{i}].")
-    c.int_(tx["nonce"], "nonce")
+    elif kind == "bridge_deposit":
+        c.address(tx["relayer"], "relayer")
+        c.ident(tx["reserve_id"], "reserve_id")
+        _bridged_asset(c, tx["asset"])
+        c.address(tx["to"], "to")
+        c.int_(tx["amount"], "amount", minimum=1)
+        c.ident(tx["from_chain"], "from_chain")
+        c.text(tx["external_tx"], "external_tx")
+    elif kind == "withdraw_request":
+        c.address(tx["owner"], "owner")
+        c.ident(tx["reserve_id"], "reserve_id")
+        _bridged_asset(c, tx["asset"])
+        c.int_(tx["amount"], "amount", minimum=1)
+        c.ident(tx["to_chain"], "to_chain")
+        c.text(tx["external_address"], "external_address")
+    elif kind == "withdraw_confirm":
+        c.address(tx["relayer"], "relayer")
+        c.ident(tx["reserve_id"], "reserve_id")
+        c.text(tx["external_tx"], "external_tx")
+    elif kind == "withdraw_reject":
+        c.address(tx["relayer"], "relayer")
+        c.ident(tx["reserve_id"], "reserve_id")
+        c.text(tx["reason"], "reason")
+    if "nonce" in TX_FIELDS[kind]:
+        c.int_(tx["nonce"], "nonce")
     if tx[TX_ROLE[kind]] != signer:
         raise c.fail(f"{TX_ROLE[kind]} must equal signer")
     return alg_pk
+
+
+def _bridged_asset(c: Checker, value: Any) -> None:
+    if c.asset(value, "asset") == "CELL":
+        raise c.fail("asset of a bridge tx must be a bridged asset, not CELL")
 
 
 def check_vote_shape(vote: Mapping[str, Any]) -> None:

@@ -34,6 +34,7 @@ from writes.service import LedgerService, seal
 from writes.state import ACTIVE, UNBONDING, BranchView, ChainState, Ledger, fold
 
 REWARD = PARAM_DEFAULTS["block_reward"]
+RELAYER = keypair("relayer-a")
 
 
 def events_since(service: LedgerService, position: int) -> list[LedgerEvent]:
@@ -53,7 +54,7 @@ def view(chain: ChainState) -> dict[str, Any]:
         "validators": {n: (v.phase, v.stake, v.unbond_at_ms) for n, v in chain.validators.items()},
         "minted": chain.minted, "burned": chain.burned, "canonical": list(chain.canonical),
         "active_stakes": dict(chain.active_stakes), "gpu_bindings": dict(chain.gpu_bindings),
-        "offences": set(chain.offences),
+        "offences": set(chain.offences), "reserves": dict(chain.reserves), "bridge": dict(chain.bridge),
     }
 
 
@@ -281,7 +282,7 @@ def test_a_restart_folds_the_same_state_after_reorgs(tmp_path: Path) -> None:
 transfers = st.lists(
     st.tuples(
         st.integers(0, 2), st.integers(0, 2), st.integers(1, 60), st.sampled_from([0, 0, 0, 1]),
-        st.sampled_from(["transfer", "transfer", "enroll", "slash"]),
+        st.sampled_from(["transfer", "transfer", "enroll", "slash", "deposit", "withdraw"]),
     ),
     max_size=2,
 )
@@ -299,7 +300,7 @@ def test_any_tree_of_blocks_folds_like_its_canonical_branch(steps: list[Any]) ->
     fresh fold of the canonical branch alone, the CELL invariant holds at every height of it, and a refused
     block is refused for finality only."""
     vals = validators((2 * STAKE,) * 3)  # a slash halves a stake to min_stake; a second one revokes
-    genesis = genesis_command(vals=vals)
+    genesis = genesis_command(vals=vals, relayers=[("relayer-a", RELAYER)])
     with tempfile.TemporaryDirectory() as tmp:
         service = open_service(Path(tmp))
         try:
@@ -327,6 +328,12 @@ def test_any_tree_of_blocks_folds_like_its_canonical_branch(steps: list[Any]) ->
                         if tx_kind == "enroll":
                             txs.append(build.enroll(ledger.chain_id, sender, f"node-x{r}", f"GPU-X{amount % 2}",
                                                     STAKE, keypair(f"node-x{r}"), nonce=nonce))
+                        elif tx_kind == "deposit":
+                            txs.append(build.bridge_deposit(ledger.chain_id, RELAYER, f"r{amount % 4}", "USDC",
+                                                            ACCOUNTS_[r].address, amount))
+                        elif tx_kind == "withdraw":
+                            txs.append(build.withdraw_request(ledger.chain_id, sender, f"r{amount % 4}", "USDC",
+                                                              amount // 2 + 1, nonce=nonce))
                         elif tx_kind == "slash":
                             votes = build.evidence(ledger.chain_id, vals[r].node_id, vals[r].key, amount % 3,
                                                    ("aa" * 32, "bb" * 32))
@@ -357,6 +364,9 @@ def test_any_tree_of_blocks_folds_like_its_canonical_branch(steps: list[Any]) ->
                     state = fresh.chains[ledger.chain_id]
                     assert cell_total(state) == state.minted - state.burned
                     assert all(amount >= 0 for amount in state.balances.values())
+                    for asset, (deposited, withdrawn, pending) in state.bridge.items():  # liabilities = escrow
+                        held = sum(v for (_, a), v in state.balances.items() if a == asset)
+                        assert held + pending == deposited - withdrawn
                 hypothesis.event(f"reorganizations: {min(chain.reorganizations, 3)}")
                 hypothesis.event(f"finalized height: {min(chain.finalized_height, 2)}")
                 ours, theirs = view(chain), view(fresh.chains[ledger.chain_id])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
 
-from schemas.canonical import ZERO_HASH
+from schemas.canonical import ZERO_HASH, address_of
 from schemas.events import (
     BlockApplied,
     BlockFinalized,
@@ -102,7 +102,11 @@ class ChainState:
     nonces: dict[str, int] = field(default_factory=dict)  # next nonce per account
     validators: dict[str, Validator] = field(default_factory=dict)
     relayers: dict[str, tuple[str, bytes]] = field(default_factory=dict)
-    assets: set[str] = field(default_factory=lambda: {"CELL"})
+    relayer_addresses: dict[str, str] = field(default_factory=dict)  # address of a relayer key -> relayer_id
+    # Bridge reserves: per reserve_id its record (see writes/txs.py), per bridged asset [deposited, withdrawn,
+    # pending]. A bridged asset exists once a deposit of it was applied (on this branch).
+    reserves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bridge: dict[str, list[int]] = field(default_factory=dict)
     blocks: dict[str, BlockInfo] = field(default_factory=dict)
     canonical: list[str] = field(default_factory=list)  # block hash by height
     finalized_height: int = 0
@@ -153,6 +157,13 @@ class ChainState:
     def next_nonce(self, address: str) -> int:
         return self.nonces.get(address, 0)
 
+    def has_asset(self, asset: str) -> bool:
+        return asset == "CELL" or self.bridge_totals(asset)[0] > 0
+
+    def bridge_totals(self, asset: str) -> list[int]:
+        """[deposited, withdrawn, pending] of a bridged asset."""
+        return self.bridge.get(asset, [0, 0, 0])
+
     def refresh_active_stakes(self) -> None:
         self.active_stakes = stakes_of(self.validators.values())
 
@@ -172,8 +183,19 @@ class ChainState:
             self._set_validator(node_id, before, after)
         for node_id, height in fx.get("offences", ()):
             self.offences.add((node_id, height))
+        for reserve_id, _before, after in fx.get("reserves", ()):
+            self.reserves[reserve_id] = after
+        self._move_bridge(fx, 1)
         if changes:
             self.refresh_active_stakes()
+
+    def _move_bridge(self, fx: dict[str, Any], sign: int) -> None:
+        for asset, *deltas in fx.get("bridge", ()):
+            totals = [t + sign * d for t, d in zip(self.bridge_totals(asset), deltas, strict=True)]
+            if any(totals):
+                self.bridge[asset] = totals
+            else:
+                self.bridge.pop(asset, None)
 
     def undo_effects(self, fx: dict[str, Any]) -> None:
         balances = self.balances
@@ -195,6 +217,12 @@ class ChainState:
             self._set_validator(node_id, after, before)
         for node_id, height in fx.get("offences", ()):
             self.offences.discard((node_id, height))
+        for reserve_id, before, _after in reversed(fx.get("reserves", ())):
+            if before is None:
+                del self.reserves[reserve_id]
+            else:
+                self.reserves[reserve_id] = before
+        self._move_bridge(fx, -1)
         if changes:
             self.refresh_active_stakes()
 
@@ -230,12 +258,14 @@ class BranchView:
     def __init__(self, chain: ChainState, parent: BlockInfo) -> None:
         self.chain = chain
         self.params = chain.params
-        self.assets = chain.assets
+        self.relayer_addresses = chain.relayer_addresses
         self._balances: dict[tuple[str, str], int] = {}
         self._nonces: dict[str, int] = {}
         self._validators: dict[str, Validator | None] = {}
         self._gpu: dict[str, str | None] = {}
         self._offences: dict[tuple[str, int], bool] = {}
+        self._reserves: dict[str, dict[str, Any] | None] = {}
+        self._bridge: dict[str, list[int]] = {}
         if parent.hash != chain.tip.hash:
             undo, _ancestor, redo = chain.path(parent)
             for block in undo:
@@ -264,6 +294,10 @@ class BranchView:
                 self._gpu[validator.gpu_uuid] = node_id
         for node_id, height in fx.get("offences", ()):
             self._offences[(node_id, height)] = not undo
+        for reserve_id, before, after in fx.get("reserves", ()):
+            self._reserves[reserve_id] = before if undo else after  # newest undone first: the oldest wins
+        for asset, *deltas in fx.get("bridge", ()):
+            self._bridge[asset] = [t + sign * d for t, d in zip(self.bridge_totals(asset), deltas, strict=True)]
 
     def balance(self, address: str, asset: str) -> int:
         key = (address, asset)
@@ -295,6 +329,19 @@ class BranchView:
         if (node_id, height) in self._offences:
             return self._offences[(node_id, height)]
         return (node_id, height) in self.chain.offences
+
+    def reserve(self, reserve_id: str) -> dict[str, Any] | None:
+        if reserve_id in self._reserves:
+            return self._reserves[reserve_id]
+        return self.chain.reserves.get(reserve_id)
+
+    def bridge_totals(self, asset: str) -> list[int]:
+        if asset in self._bridge:
+            return self._bridge[asset]
+        return self.chain.bridge_totals(asset)
+
+    def has_asset(self, asset: str) -> bool:
+        return asset == "CELL" or self.bridge_totals(asset)[0] > 0
 
 
 def stakes_of(validators: Iterable[Validator]) -> dict[str, int]:
@@ -350,7 +397,9 @@ def _(event: GenesisAccepted, ledger: Ledger) -> None:
         chain.minted += v["stake"]
         chain.gpu_bindings[v["gpu_uuid"]] = v["node_id"]
     for r in event.relayers:
-        chain.relayers[r["relayer_id"]] = (r["key"]["alg"], bytes.fromhex(r["key"]["pk"]))
+        alg, pk = r["key"]["alg"], bytes.fromhex(r["key"]["pk"])
+        chain.relayers[r["relayer_id"]] = (alg, pk)
+        chain.relayer_addresses[address_of(alg, pk)] = r["relayer_id"]
     chain.refresh_active_stakes()
     genesis = BlockInfo(
         event.block_hash, 0, ZERO_HASH, event.timestamp_ms, "", chain.active_stakes,

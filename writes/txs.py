@@ -37,6 +37,8 @@ class BlockState:
         self.validators: dict[str, Validator] = {}  # changed or new in this block (copies)
         self.gpu: dict[str, str | None] = {}
         self.offences: list[list[Any]] = []
+        self.reserves: dict[str, dict[str, Any]] = {}  # reserve records created or changed in this block
+        self.bridge: dict[str, list[int]] = {}  # per asset [deposited, withdrawn, pending] as the block leaves them
         self.burned = 0
         self.last_slash = (0, 0)  # (slashed, to the reporter) of the last applied slash
 
@@ -78,6 +80,29 @@ class BlockState:
     def has_offence(self, node_id: str, height: int) -> bool:
         return [node_id, height] in self.offences or self.base.has_offence(node_id, height)
 
+    def reserve(self, reserve_id: str) -> dict[str, Any] | None:
+        return self.reserves[reserve_id] if reserve_id in self.reserves else self.base.reserve(reserve_id)
+
+    def bridge_totals(self, asset: str) -> list[int]:
+        return self.bridge[asset] if asset in self.bridge else self.base.bridge_totals(asset)
+
+    def move_bridge(self, asset: str, deposited: int = 0, withdrawn: int = 0, pending: int = 0) -> None:
+        d, w, p = self.bridge_totals(asset)
+        self.bridge[asset] = [d + deposited, w + withdrawn, p + pending]
+
+    def has_asset(self, asset: str) -> bool:
+        return asset == CELL or self.bridge_totals(asset)[0] > 0
+
+    def effects_of_reserves(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        """(reserves [[reserve_id, before, after]], bridge [[asset, d deposited, d withdrawn, d pending]])."""
+        reserves = [[rid, self.base.reserve(rid), record] for rid, record in self.reserves.items()]
+        bridge = []
+        for asset, totals in sorted(self.bridge.items()):
+            deltas = [t - b for t, b in zip(totals, self.base.bridge_totals(asset), strict=True)]
+            if any(deltas):
+                bridge.append([asset, *deltas])
+        return reserves, bridge
+
     def effects_of_validators(self) -> list[list[Any]]:
         changes = []
         for node_id, validator in self.validators.items():
@@ -116,6 +141,7 @@ def apply_txs(base: BranchView, block: Mapping[str, Any]) -> tuple[list[list[str
         raise Rejection("amount_overflow", "the reward and fees would take the proposer's operator to 2**63")
     state.add(proposer.operator, CELL, reward + fees)
     releases = _releases(state)
+    reserves, bridge = state.effects_of_reserves()
     effects = {
         "balances": [
             [a, s, state.balance(a, s) - base.balance(a, s)] for a, s in state.balances
@@ -125,6 +151,7 @@ def apply_txs(base: BranchView, block: Mapping[str, Any]) -> tuple[list[list[str
         "reward": reward, "fees": fees, "minted": reward, "burned": state.burned,
         "releases": releases, "volume": [[asset, amount] for asset, amount in sorted(volume.items())],
         "validators": state.effects_of_validators(), "offences": state.offences, "slashes": slashes,
+        "reserves": reserves, "bridge": bridge,
     }
     return receipts, effects
 
@@ -137,7 +164,7 @@ def _transfer(state: BlockState, tx: Mapping[str, Any]) -> str:
     sender, to, asset, amount, fee = tx["from"], tx["to"], tx["asset"], tx["amount"], tx["fee"]
     if tx["nonce"] != state.next_nonce(sender):
         return "bad_nonce"
-    if asset not in state.base.assets:
+    if not state.has_asset(asset):
         return "unknown_asset"
     cell_needed = fee + (amount if asset == CELL else 0)
     if state.balance(sender, CELL) < cell_needed or state.balance(sender, asset) < amount:
@@ -288,9 +315,106 @@ def _releases(state: BlockState) -> list[list[Any]]:
     return released
 
 
+# ---------------------------------------------------------------------------------------------- bridge
+#
+# A reserve record: reserve_id, kind ("deposit" | "withdrawal"), asset, amount, owner (the credited account of a
+# deposit, the debited one of a withdrawal), status ("deposited" | "pending" | "confirmed" | "rejected"),
+# chain (from_chain of a deposit, to_chain of a withdrawal), external_address (a withdrawal's destination),
+# external_tx (a deposit's source tx, a confirmation's payout tx), reason (of a rejection), relayer (the relayer
+# that signed the deposit, confirmation or rejection), height (created), updated_height.
+
+
+def _bridge_deposit(state: BlockState, tx: Mapping[str, Any]) -> str:
+    relayer, reserve_id, asset, to, amount = tx["relayer"], tx["reserve_id"], tx["asset"], tx["to"], tx["amount"]
+    if relayer not in state.base.relayer_addresses:
+        return "not_relayer"
+    if state.reserve(reserve_id) is not None:
+        return "duplicate_reserve_id"
+    if state.balance(to, asset) + amount > AMOUNT_MAX or state.bridge_totals(asset)[0] + amount > AMOUNT_MAX:
+        return "amount_overflow"
+    state.add(to, asset, amount)
+    state.move_bridge(asset, deposited=amount)
+    state.reserves[reserve_id] = {
+        "reserve_id": reserve_id, "kind": "deposit", "asset": asset, "amount": amount, "owner": to,
+        "status": "deposited", "chain": tx["from_chain"], "external_address": "", "external_tx": tx["external_tx"],
+        "reason": "", "relayer": relayer, "height": state.height, "updated_height": state.height,
+    }
+    return ""
+
+
+def _withdraw_request(state: BlockState, tx: Mapping[str, Any]) -> str:
+    owner, reserve_id, asset, amount = tx["owner"], tx["reserve_id"], tx["asset"], tx["amount"]
+    if tx["nonce"] != state.next_nonce(owner):
+        return "bad_nonce"
+    if state.reserve(reserve_id) is not None:
+        return "duplicate_reserve_id"
+    if not state.has_asset(asset):
+        return "unknown_asset"
+    if state.balance(owner, asset) < amount:
+        return "insufficient_funds"
+    if state.bridge_totals(asset)[2] + amount > AMOUNT_MAX:
+        return "amount_overflow"
+    state.add(owner, asset, -amount)
+    state.move_bridge(asset, pending=amount)
+    state.reserves[reserve_id] = {
+        "reserve_id": reserve_id, "kind": "withdrawal", "asset": asset, "amount": amount, "owner": owner,
+        "status": "pending", "chain": tx["to_chain"], "external_address": tx["external_address"],
+        "external_tx": "", "reason": "", "relayer": "", "height": state.height, "updated_height": state.height,
+    }
+    state.bump_nonce(owner)
+    return ""
+
+
+def _pending_withdrawal(state: BlockState, tx: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """The shared checks of a confirm and a reject: not_relayer, unknown_reserve_id, not_pending."""
+    if tx["relayer"] not in state.base.relayer_addresses:
+        return "not_relayer", None
+    record = state.reserve(tx["reserve_id"])
+    if record is None:
+        return "unknown_reserve_id", None
+    if record["status"] != "pending":  # a deposit is never pending
+        return "not_pending", None
+    return "", record
+
+
+def _withdraw_confirm(state: BlockState, tx: Mapping[str, Any]) -> str:
+    reason, record = _pending_withdrawal(state, tx)
+    if record is None:
+        return reason
+    asset, amount = record["asset"], record["amount"]
+    if state.bridge_totals(asset)[1] + amount > AMOUNT_MAX:
+        return "amount_overflow"
+    state.move_bridge(asset, withdrawn=amount, pending=-amount)
+    state.reserves[record["reserve_id"]] = {
+        **record, "status": "confirmed", "external_tx": tx["external_tx"], "relayer": tx["relayer"],
+        "updated_height": state.height,
+    }
+    return ""
+
+
+def _withdraw_reject(state: BlockState, tx: Mapping[str, Any]) -> str:
+    reason, record = _pending_withdrawal(state, tx)
+    if record is None:
+        return reason
+    asset, amount, owner = record["asset"], record["amount"], record["owner"]
+    if state.balance(owner, asset) + amount > AMOUNT_MAX:
+        return "amount_overflow"
+    state.add(owner, asset, amount)
+    state.move_bridge(asset, pending=-amount)
+    state.reserves[record["reserve_id"]] = {
+        **record, "status": "rejected", "reason": tx["reason"], "relayer": tx["relayer"],
+        "updated_height": state.height,
+    }
+    return ""
+
+
 _RULES: dict[str, Callable[[BlockState, Mapping[str, Any]], str]] = {
     "transfer": _transfer,
     "enroll": _enroll,
     "unenroll": _unenroll,
     "slash": _slash,
+    "bridge_deposit": _bridge_deposit,
+    "withdraw_request": _withdraw_request,
+    "withdraw_confirm": _withdraw_confirm,
+    "withdraw_reject": _withdraw_reject,
 }
