@@ -53,9 +53,14 @@ from schemas.events import (  # noqa: E402
     SCHEMA_VERSION,
     BlockApplied,
     BlockFinalized,
+    BlockReapplied,
+    BlockRecorded,
+    BlockReverted,
+    ChainReorganized,
     GenesisAccepted,
     LedgerEvent,
     VoteAccepted,
+    block_summary,
 )
 from writes.service import LedgerApplication  # noqa: E402
 
@@ -133,7 +138,9 @@ class EventLog:
         txs: Sequence[dict[str, Any]] = (), receipts: Sequence[tuple[str, str]] = (), *,
         balances: Sequence[tuple[str, str, int]] = (), nonces: Sequence[tuple[str, int, int]] = (),
         fees: int = 0, reward: int = 2_000_000, volume: Sequence[tuple[str, int]] = (),
+        cls: type[BlockApplied] | type[BlockRecorded] = BlockApplied,
     ) -> LedgerEvent:
+        """A BlockApplied (or, with `cls=BlockRecorded`, a side block), its hash named after its position."""
         ids = [tx_id(tx) for tx in txs]
         block = {
             "kind": "block", "chain_id": chain_id, "height": height, "parent": parent, "proposer": proposer,
@@ -144,10 +151,31 @@ class EventLog:
             "fees": fees, "minted": reward, "burned": 0, "releases": [], "volume": [list(v) for v in volume],
         }
         return self.add(
-            BlockApplied, chain_id=chain_id, block_hash=f"{len(self.events) + 1:064x}", height=height,
+            cls, chain_id=chain_id, block_hash=f"{len(self.events) + 1:064x}", height=height,
             parent=parent, proposer=proposer, operator=operator, timestamp_ms=timestamp_ms, block=block,
             tx_ids=ids, receipts=[list(r) for r in receipts], effects=effects,
         )
+
+    def reorganized(
+        self, chain_id: str, cause: str, ancestor: LedgerEvent, reverted: Sequence[LedgerEvent],
+        applied: Sequence[LedgerEvent], new_tip: tuple[int, str] | None = None,
+    ) -> LedgerEvent:
+        """A ChainReorganized from the ancestor's event and the blocks' events (reverted newest first, applied
+        oldest first); `new_tip` names a new block not logged yet (its BlockApplied follows the reapplies)."""
+        applied_pairs = [[b.height, b.block_hash] for b in applied] + ([list(new_tip)] if new_tip else [])
+        return self.add(
+            ChainReorganized, chain_id=chain_id, cause=cause, ancestor_height=getattr(ancestor, "height", 0),
+            ancestor_hash=ancestor.block_hash, ancestor_timestamp_ms=ancestor.timestamp_ms,
+            old_tip=[reverted[0].height, reverted[0].block_hash], new_tip=applied_pairs[-1], depth=len(reverted),
+            reverted=[[b.height, b.block_hash] for b in reverted], applied=applied_pairs,
+        )
+
+    def reverted(self, block: LedgerEvent) -> LedgerEvent:
+        """The BlockReverted of a block logged before (by its BlockApplied or BlockRecorded event)."""
+        return self.add(BlockReverted, **block_summary(block))
+
+    def reapplied(self, block: LedgerEvent) -> LedgerEvent:
+        return self.add(BlockReapplied, **block_summary(block))
 
     def vote(self, chain_id: str, node_id: str, height: int, block_hash: str) -> LedgerEvent:
         vote = {"kind": "vote", "chain_id": chain_id, "node_id": node_id, "height": height,

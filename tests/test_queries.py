@@ -96,11 +96,18 @@ def test_chains_in_genesis_order(model: ReadModel) -> None:
 
 
 def test_head(model: ReadModel) -> None:
-    assert model.head("alpha") == {
+    head = model.head("alpha")
+    assert head is not None
+    tip, final = head.pop("tip"), head.pop("finalized")
+    assert head == {
         "chain_id": "alpha", "height": 4, "hash": H4, "timestamp_ms": 1_010_000,
         "finalized_height": 3, "finalized_hash": H3,
     }
-    assert model.head("beta") == {
+    assert tip == model.block("alpha", height=4) and tip["status"] == "canonical"
+    assert final == model.block("alpha", height=3) and final["status"] == "finalized"
+    beta = model.head("beta")
+    assert beta is not None and beta["tip"] == beta["finalized"] == model.block("beta", height=0)
+    assert {k: v for k, v in beta.items() if k not in ("tip", "finalized")} == {
         "chain_id": "beta", "height": 0, "hash": GB, "timestamp_ms": 1_500_000,
         "finalized_height": 0, "finalized_hash": GB,
     }
@@ -112,12 +119,14 @@ def test_block_by_height_hash_or_head(model: ReadModel, world: dict[str, Any]) -
     assert model.block("alpha", height=3) == {
         "chain_id": "alpha", "height": 3, "hash": H3, "parent": H2, "proposer": "n1", "operator": O1,
         "timestamp_ms": 1_007_000, "tx_root": root, "tx_count": 4, "applied_count": 2,
-        "rejected_count": 2, "reward": REWARD, "fees": 500, "finalized": True, "position": 8,
+        "rejected_count": 2, "reward": REWARD, "fees": 500, "finalized": True, "canonical": True,
+        "status": "finalized", "position": 8,
     }
     assert model.block("alpha", hash=H2)["height"] == 2  # type: ignore[index]
     assert model.block("alpha", height=2, hash=H3) is None
     assert model.block("alpha")["hash"] == H4  # type: ignore[index]
     assert model.block("alpha", height=4)["finalized"] is False  # type: ignore[index]
+    assert model.block("alpha", height=4)["status"] == "canonical"  # type: ignore[index]
     assert model.block("alpha", height=9) is None
     assert model.block("beta", hash=H1) is None
     genesis = model.block("alpha", height=0)
