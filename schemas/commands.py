@@ -14,7 +14,7 @@ from typing import Any
 from schemas import limits
 from schemas.reasons import Rejection
 
-COMMAND_KINDS = ("genesis", "block", "vote")
+COMMAND_KINDS = ("genesis", "block", "vote", "attest_reserves")
 TX_KINDS = (
     "transfer", "enroll", "unenroll", "slash",
     "bridge_deposit", "withdraw_request", "withdraw_confirm", "withdraw_reject",
@@ -31,6 +31,7 @@ _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 GENESIS_FIELDS = {"kind", "chain_id", "timestamp_ms", "params", "allocations", "validators", "relayers"}
 BLOCK_FIELDS = {"kind", "chain_id", "height", "parent", "proposer", "timestamp_ms", "tx_root", "txs", "sig"}
 VOTE_FIELDS = {"kind", "chain_id", "node_id", "height", "block_hash", "sig"}
+ATTESTATION_FIELDS = {"kind", "chain_id", "asset"}
 TX_COMMON = {"kind", "chain_id", "signer", "key", "sig"}
 TX_FIELDS = {
     "transfer": TX_COMMON | {"from", "to", "asset", "amount", "fee", "nonce"},
@@ -153,7 +154,9 @@ def command_kind(obj: Any) -> str:
     if kind in TX_KINDS:
         raise Rejection("unknown_command", f"'{kind}' is a transaction: submit it inside a block")
     if kind not in COMMAND_KINDS:
-        raise Rejection("unknown_command", f"unknown command kind {kind!r}; expected genesis, block or vote")
+        raise Rejection(
+            "unknown_command", f"unknown command kind {kind!r}; expected one of {', '.join(COMMAND_KINDS)}"
+        )
     return kind
 
 
@@ -236,6 +239,14 @@ def check_tx_shape(tx: Any, index: int, chain_id: str) -> tuple[str, bytes]:
     if tx[TX_ROLE[kind]] != signer:
         raise c.fail(f"{TX_ROLE[kind]} must equal signer")
     return alg_pk
+
+
+def check_attestation_shape(command: Mapping[str, Any]) -> None:
+    """An operator's request for a proof-of-reserves attestation of one bridged asset."""
+    c = Checker("malformed_command", "attest_reserves")
+    c.fields(command, ATTESTATION_FIELDS)
+    c.ident(command["chain_id"], "chain_id")
+    _bridged_asset(c, command["asset"])
 
 
 def _bridged_asset(c: Checker, value: Any) -> None:

@@ -35,6 +35,13 @@ BlockReapplied     one per recorded side block that becomes canonical, oldest fi
 BlockApplied       the new block, when it is what made its branch canonical
 BlockFinalized     when the reorganization was caused by finality
 
+ReservesAttested   chain_id, asset, height, block_hash (a final block), scheme ("tally-por-v1"), root (hex),
+                   total (sum of balances: the tree's root sum), pending, liabilities (total + pending),
+                   deposited, withdrawn, escrow (deposited - withdrawn), ratio (escrow / liabilities, decimal
+                   string, 6 digits, truncated; None when liabilities are 0), leaf_count (padded to a power of
+                   two), cause ("schedule": finality passed a multiple of the attestation period | "request")
+                   Follows the BlockFinalized that made `height` final, one per bridged asset existing there.
+
 A block's summary is what the views need without the signatures: chain_id, block_hash, height, parent,
 proposer, operator, timestamp_ms, tx_root, txs [[kind, signer, from, to, asset, amount, fee, nonce], ...]
 (`tx_summary`: from is the paying account, to/asset "" and amount/fee 0 when the kind has none, nonce None
@@ -167,6 +174,26 @@ class BlockReapplied(_BlockSummaryEvent):
     KIND = "block_reapplied"
 
 
+class ReservesAttested(LedgerEvent):
+    """A proof-of-reserves attestation of one bridged asset at a final height (writes/reserves.py)."""
+
+    KIND = "reserves_attested"
+    asset: str
+    height: int
+    block_hash: str
+    scheme: str
+    root: str
+    total: int
+    pending: int
+    liabilities: int
+    deposited: int
+    withdrawn: int
+    escrow: int
+    ratio: str | None
+    leaf_count: int
+    cause: str
+
+
 class VoteAccepted(LedgerEvent):
     KIND = "vote_accepted"
     node_id: str
@@ -190,7 +217,7 @@ EVENT_TYPES: dict[str, type[LedgerEvent]] = {
     cls.KIND: cls
     for cls in (
         GenesisAccepted, BlockApplied, BlockRecorded, ChainReorganized, BlockReverted, BlockReapplied,
-        VoteAccepted, BlockFinalized,
+        VoteAccepted, BlockFinalized, ReservesAttested,
     )
 }
 # Events that carry a whole signed block, and events that carry a block's summary.

@@ -18,9 +18,15 @@ PARAM_DEFAULTS = {
     "max_block_txs": 1000,
 }
 
+# Proof of reserves: an attestation of every bridged asset each time finality passes a multiple of this height.
+RESERVES_EVERY_BLOCKS = 10
+
 # Intake.
 REQUEST_BYTES_MAX = 64 * 1024 * 1024  # a block of 1,000 ML-DSA-87 transfers is ~14 MB of JSON
 COMMANDS_PER_REQUEST_MAX = 10_000
+# The devnet's tx pool (POST /v1/txs): txs waiting at most, and taken into one devnet block at most.
+TXPOOL_TXS_MAX = 10_000
+TXPOOL_BLOCK_TXS_MAX = 500  # plus the devnet's own txs, far below max_block_txs
 
 # Read side.
 PAGE_SIZE_MAX = 500

@@ -23,6 +23,16 @@ class Settings:
     follower_poll_interval_ms: int = limits.FOLLOWER_POLL_INTERVAL_MS
     request_bytes_max: int = limits.REQUEST_BYTES_MAX
     verify_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Proof of reserves: attest every bridged asset each time finality passes a multiple of this height (0: only
+    # on request), with leaf ids blinded by the secret in this file (created on first start; empty: under data_dir).
+    reserves_every_blocks: int = limits.RESERVES_EVERY_BLOCKS
+    reserves_secret_file: str = ""
+
+    @property
+    def reserves_secret_path(self) -> Path:
+        if self.reserves_secret_file:
+            return Path(self.reserves_secret_file)
+        return self.data_dir.resolve() / "reserves.key"
 
     @property
     def sqlite_path(self) -> Path:
@@ -61,5 +71,7 @@ def from_env(**overrides: object) -> Settings:
         event_store=env.get("TALLY_EVENT_STORE", "sqlite"),
         projection_dsn=env.get("TALLY_PROJECTION_DSN", ""),
         ready_lag_events_max=int(env.get("TALLY_READY_LAG_EVENTS_MAX", str(limits.READY_LAG_EVENTS_MAX))),
+        reserves_every_blocks=int(env.get("TALLY_RESERVES_EVERY_BLOCKS", str(limits.RESERVES_EVERY_BLOCKS))),
+        reserves_secret_file=env.get("TALLY_RESERVES_SECRET_FILE", ""),
     )
     return base.with_(**{k: v for k, v in overrides.items() if v is not None})

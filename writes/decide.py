@@ -7,7 +7,7 @@ through the injected verifier, a deterministic function of its inputs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +23,11 @@ from schemas.events import (
     ChainReorganized,
     GenesisAccepted,
     LedgerEvent,
+    ReservesAttested,
     VoteAccepted,
 )
 from schemas.reasons import Rejection
+from writes import reserves
 from writes.inspect import Inspection
 from writes.state import ACTIVE, BlockInfo, BranchView, ChainState, Ledger, stakes_after
 from writes.txs import apply_txs
@@ -39,7 +41,22 @@ class Decision:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-def decide(ledger: Ledger, command: Any, verifier: BatchVerifier, inspection: Inspection | None = None) -> Decision:
+@dataclass(frozen=True)
+class Attestor:
+    """What proof of reserves needs beside the log: the secret that blinds leaf ids (writes/reserves.py) and
+    the attestation period (an attestation each time finality passes a multiple of it; 0: on request only)."""
+
+    secret: bytes
+    every_blocks: int
+
+
+def decide(
+    ledger: Ledger,
+    command: Any,
+    verifier: BatchVerifier,
+    inspection: Inspection | None = None,
+    attestor: Attestor | None = None,
+) -> Decision:
     """Raises Rejection (reason code + message) when the command is refused whole.
 
     `inspection`, when given, is the already started check of this block's txs (see writes/inspect.py).
@@ -48,8 +65,10 @@ def decide(ledger: Ledger, command: Any, verifier: BatchVerifier, inspection: In
     if kind == "genesis":
         return decide_genesis(ledger, command)
     if kind == "block":
-        return decide_block(ledger, command, verifier, inspection)
-    return decide_vote(ledger, command)
+        return decide_block(ledger, command, verifier, inspection, attestor)
+    if kind == "attest_reserves":
+        return decide_attestation(ledger, command, attestor)
+    return decide_vote(ledger, command, attestor)
 
 
 def decide_genesis(ledger: Ledger, genesis: Mapping[str, Any]) -> Decision:
@@ -71,7 +90,11 @@ def decide_genesis(ledger: Ledger, genesis: Mapping[str, Any]) -> Decision:
 
 
 def decide_block(
-    ledger: Ledger, block: Mapping[str, Any], verifier: BatchVerifier, inspection: Inspection | None = None
+    ledger: Ledger,
+    block: Mapping[str, Any],
+    verifier: BatchVerifier,
+    inspection: Inspection | None = None,
+    attestor: Attestor | None = None,
 ) -> Decision:
     """A valid block extends the canonical chain, is recorded on a side branch, or makes its branch canonical
     (it is higher than the tip, or votes that came before it finalize it): DOMAIN.md's fork choice."""
@@ -106,6 +129,7 @@ def decide_block(
     events.append((BlockApplied if canonical else BlockRecorded, payload))
     if finality:
         events.append(finality)
+        events += _scheduled_attestations(chain, finality, attestor, _Arriving(info.hash, branch, effects))
     result = {
         "status": "accepted", "kind": "block", "chain_id": chain.chain_id, "hash": bhash,
         "height": block["height"], "tx_ids": tx_ids, "canonical": canonical, "reorg": reorg,
@@ -254,7 +278,7 @@ def _finality(chain: ChainState, block: BlockInfo, head: BlockInfo) -> Draft | N
 # ----------------------------------------------------------------------------------------------- votes
 
 
-def decide_vote(ledger: Ledger, vote: Mapping[str, Any]) -> Decision:
+def decide_vote(ledger: Ledger, vote: Mapping[str, Any], attestor: Attestor | None = None) -> Decision:
     commands.check_vote_shape(vote)
     chain = ledger.chains.get(vote["chain_id"])
     if chain is None:
@@ -296,5 +320,81 @@ def decide_vote(ledger: Ledger, vote: Mapping[str, Any]) -> Decision:
         finality = _finality(chain, with_vote, head=head)
         if finality:
             events.append(finality)
+            events += _scheduled_attestations(chain, finality, attestor)
             result["finalized_height"] = finality[1]["height"]
     return Decision(events, result)
+
+
+# ------------------------------------------------------------------------------------ proof of reserves
+
+
+@dataclass(frozen=True)
+class _Arriving:
+    """A block being decided: not in the state yet, so the state after it is its branch plus its effects."""
+
+    hash: str
+    branch: BranchView
+    effects: dict[str, Any]
+
+
+def _scheduled_attestations(
+    chain: ChainState, finality: Draft, attestor: Attestor | None, arriving: _Arriving | None = None
+) -> list[Draft]:
+    """An attestation of every bridged asset at each newly final height that is a multiple of the period."""
+    if attestor is None or attestor.every_blocks <= 0:
+        return []
+    drafts: list[Draft] = []
+    for height, final_hash in finality[1]["finalized"]:
+        if height % attestor.every_blocks == 0:
+            drafts += _attest(chain, height, final_hash, attestor, "schedule", arriving)
+    return drafts
+
+
+def _attest(
+    chain: ChainState, height: int, final_hash: str, attestor: Attestor, cause: str,
+    arriving: _Arriving | None = None, assets: Sequence[str] | None = None,
+) -> list[Draft]:
+    """ReservesAttested drafts for the state after `final_hash` (every bridged asset there, or `assets`)."""
+    if arriving is not None and arriving.hash == final_hash:
+        view, extra = arriving.branch, arriving.effects
+    else:
+        view, extra = BranchView(chain, chain.blocks[final_hash]), {}
+    totals = {asset: list(view.bridge_totals(asset)) for asset in view.bridged_assets()}
+    for asset, *deltas in extra.get("bridge", ()):
+        base = totals.get(asset) or list(view.bridge_totals(asset))
+        totals[asset] = [t + d for t, d in zip(base, deltas, strict=True)]
+    drafts: list[Draft] = []
+    for asset in sorted(assets if assets is not None else totals):
+        if asset not in totals or totals[asset][0] <= 0:
+            continue
+        held = view.holdings(asset)
+        for address, balance_asset, delta in extra.get("balances", ()):
+            if balance_asset == asset:
+                held[address] = held.get(address, 0) + delta
+        tree = reserves.build_tree(attestor.secret, chain.chain_id, asset, height, held.items())
+        drafts.append((ReservesAttested, reserves.attestation(tree, final_hash, totals[asset], cause)))
+    return drafts
+
+
+def decide_attestation(ledger: Ledger, command: Mapping[str, Any], attestor: Attestor | None) -> Decision:
+    """`{"kind": "attest_reserves", "chain_id", "asset"}`: attest one bridged asset at the newest final height,
+    unless it is attested there already (then accepted, `duplicate`, nothing appended)."""
+    commands.check_attestation_shape(command)
+    chain = ledger.chains.get(command["chain_id"])
+    if chain is None:
+        raise Rejection("unknown_chain", f"no genesis for chain {command['chain_id']!r}")
+    if attestor is None:
+        raise Rejection("unknown_command", "this ledger runs without a proof-of-reserves secret")
+    final = chain.finalized
+    asset = command["asset"]
+    result = {
+        "status": "accepted", "kind": "attest_reserves", "chain_id": chain.chain_id, "asset": asset,
+        "height": final.height, "block_hash": final.hash, "duplicate": False,
+    }
+    if (asset, final.height) in chain.attested:
+        return Decision([], {**result, "duplicate": True})
+    drafts = _attest(chain, final.height, final.hash, attestor, "request", assets=[asset])
+    if not drafts:
+        raise Rejection("unknown_asset", f"{asset!r} is not a bridged asset at the finalized height {final.height}")
+    payload = drafts[0][1]
+    return Decision(drafts, {**result, "root": payload["root"], "ratio": payload["ratio"]})

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,9 +25,9 @@ from accelerators.verify import BatchVerifier
 from schemas.events import LOG_ID, SCHEMA_VERSION, LedgerEvent
 from schemas.reasons import Rejection
 from schemas.settings import Settings
-from writes.decide import Decision, Draft, decide
+from writes.decide import Attestor, Decision, Draft, decide
 from writes.inspect import Inspection
-from writes.state import Ledger, fold
+from writes.state import Ledger, Validator, fold
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class LedgerService:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.app = LedgerApplication(env=settings.event_store_env())
         self.verifier = verifier or BatchVerifier(settings.verify_workers)
+        self.attestor = Attestor(load_reserves_secret(settings.reserves_secret_path), settings.reserves_every_blocks)
         self.ledger = Ledger()
         self._lock = threading.Lock()
         self._load()
@@ -102,6 +106,13 @@ class LedgerService:
     def balance(self, chain_id: str, address: str, asset: str) -> int:
         return self.ledger.chains[chain_id].balance(address, asset)
 
+    def validators(self, chain_id: str) -> list[Validator]:
+        """Every validator of the chain after its canonical tip, any phase ([] for an unknown chain). A snapshot:
+        the fold replaces a changed validator's record, never changes one in place."""
+        with self._lock:
+            chain = self.ledger.chains.get(chain_id)
+            return [] if chain is None else list(chain.validators.values())
+
     # ----------------------------------------------------------------------------------------- writes
 
     def submit(self, command: Any) -> dict[str, Any]:
@@ -129,7 +140,7 @@ class LedgerService:
 
     def _submit(self, command: Any, inspection: Inspection | None) -> dict[str, Any]:
         try:
-            decision = decide(self.ledger, command, self.verifier, inspection)
+            decision = decide(self.ledger, command, self.verifier, inspection, self.attestor)
         except Rejection as rejection:
             kind = command.get("kind") if isinstance(command, dict) else None
             return {"status": "rejected", "kind": kind if isinstance(kind, str) else None, **rejection.as_dict()}
@@ -180,3 +191,27 @@ def seal(ledger: Ledger, drafts: Sequence[Draft]) -> list[tuple[LedgerEvent, str
         prev = event.hash()
         sealed.append((event, prev))
     return sealed
+
+
+RESERVES_SECRET_BYTES = 32
+
+
+def load_reserves_secret(path: Path) -> bytes:
+    """The proof-of-reserves blinding secret (writes/reserves.py), created on first use, readable by the owner only.
+
+    Losing it loses nothing from the log, but account holders could no longer recompute their blinded ids for
+    past attestations: back it up with the data directory.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first: read theirs
+        else:
+            with os.fdopen(fd, "wb") as out:
+                out.write(secrets.token_bytes(RESERVES_SECRET_BYTES))
+    secret = path.read_bytes()
+    if len(secret) != RESERVES_SECRET_BYTES:
+        raise ValueError(f"{path}: a reserves secret is {RESERVES_SECRET_BYTES} bytes, found {len(secret)}")
+    return secret

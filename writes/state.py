@@ -26,6 +26,7 @@ from schemas.events import (
     ChainReorganized,
     GenesisAccepted,
     LedgerEvent,
+    ReservesAttested,
     VoteAccepted,
     block_summary,
 )
@@ -117,6 +118,7 @@ class ChainState:
     burned: int = 0
     active_stakes: dict[str, int] = field(default_factory=dict)
     gpu_bindings: dict[str, str] = field(default_factory=dict)  # gpu_uuid -> node_id of its live enrollment
+    attested: set[tuple[str, int]] = field(default_factory=set)  # (asset, height) of reserves attestations
     offences: set[tuple[str, int]] = field(default_factory=set)  # (node_id, height) of applied slashes
     accepted: int = 0  # blocks accepted so far (BlockInfo.order)
     unsettled: set[str] = field(default_factory=set)  # hashes of blocks that keep their summary
@@ -343,6 +345,15 @@ class BranchView:
     def has_asset(self, asset: str) -> bool:
         return asset == "CELL" or self.bridge_totals(asset)[0] > 0
 
+    def bridged_assets(self) -> list[str]:
+        return sorted(a for a in set(self.chain.bridge) | set(self._bridge) if self.bridge_totals(a)[0] > 0)
+
+    def holdings(self, asset: str) -> dict[str, int]:
+        """Every account's balance of `asset` (zeros included where the branch emptied an account)."""
+        held = {address: amount for (address, a), amount in self.chain.balances.items() if a == asset}
+        held.update({address: amount for (address, a), amount in self._balances.items() if a == asset})
+        return held
+
 
 def stakes_of(validators: Iterable[Validator]) -> dict[str, int]:
     """Who counts toward finality, and with how much: the active validators' stakes."""
@@ -464,6 +475,11 @@ def _(event: BlockReapplied, ledger: Ledger) -> None:
         raise ValueError(f"reapply of {event.block_hash}, whose parent is not the canonical tip")
     chain.do_effects(event.effects)
     chain.canonical.append(event.block_hash)
+
+
+@evolve.register
+def _(event: ReservesAttested, ledger: Ledger) -> None:
+    ledger.chains[event.chain_id].attested.add((event.asset, event.height))
 
 
 @evolve.register
