@@ -74,11 +74,10 @@ def identifier(value: str, argument: str) -> str:
     return value
 
 
-def one_block_key(height_: int | None, hash_: str | None) -> tuple[int | None, str | None]:
-    """`block` is looked up by exactly one of height and hash."""
-    if (height_ is None) == (hash_ is None):
-        which = "both were given" if height_ is not None else "neither was given"
-        raise BadArgument("height/hash", f"give exactly one of height and hash ({which})")
+def block_key(height_: int | None, hash_: str | None) -> tuple[int | None, str | None]:
+    """`block` is looked up by one of height and hash, or by neither (the tip at the finality level)."""
+    if height_ is not None and hash_ is not None:
+        raise BadArgument("height/hash", "give at most one of height and hash (both were given)")
     if hash_ is not None:
         return None, hash_hex(hash_, "hash")
     return height(height_, "height"), None
@@ -99,6 +98,15 @@ def block_after(after: str | None) -> int | None:
         return cursors.decode_block_cursor(after)
     except cursors.CursorError as exc:
         raise BadArgument("after", f"{exc} (pass a cursor from a previous blocks page)") from exc
+
+
+def reorg_after(after: str | None) -> int | None:
+    if after is None:
+        return None
+    try:
+        return cursors.decode_reorg_cursor(after)
+    except cursors.CursorError as exc:
+        raise BadArgument("after", f"{exc} (pass a cursor from a previous reorgs page)") from exc
 
 
 def tx_after(after: str | None) -> tuple[int, int] | None:

@@ -1,9 +1,10 @@
 """Opaque keyset cursors for newest-first pages, and the pure paging step every connection shares.
 
 A cursor names the last row a client has seen; the next page holds the rows strictly older than it. Blocks are
-keyed by height, transactions by (height, index). On the wire a cursor is unpadded base64url of
-`v1:block:<height>` or `v1:tx:<height>:<index>`: opaque to clients (they must only hand it back), versioned so
-the key can change, and tagged so a transactions cursor handed to `blocks` is refused instead of misread.
+keyed by height, transactions by (height, index), reorganizations by log position. On the wire a cursor is
+unpadded base64url of `v1:block:<height>`, `v1:tx:<height>:<index>` or `v1:reorg:<position>`: opaque to
+clients (they must only hand it back), versioned so the key can change, and tagged so a transactions cursor
+handed to `blocks` is refused instead of misread.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from schemas import limits
 _VERSION = "v1"
 _BLOCK = "block"
 _TX = "tx"
+_REORG = "reorg"
 # Decimal without sign or leading zeros: one spelling per number, so a cursor has one encoding.
 _NUMBER = r"(0|[1-9][0-9]{0,18})"
 _BLOCK_RE = re.compile(rf"{_VERSION}:{_BLOCK}:{_NUMBER}")
 _TX_RE = re.compile(rf"{_VERSION}:{_TX}:{_NUMBER}:{_NUMBER}")
+_REORG_RE = re.compile(rf"{_VERSION}:{_REORG}:{_NUMBER}")
 # A valid cursor is short; refusing long input early keeps decoding cheap.
 _CURSOR_CHARS_MAX = 64
 
@@ -77,6 +80,18 @@ def decode_tx_cursor(cursor: str) -> tuple[int, int]:
     if match is None:
         raise CursorError("not a transactions cursor")
     return _bounded(match.group(1)), _bounded(match.group(2))
+
+
+def reorg_cursor(position: int) -> str:
+    return _encode(f"{_VERSION}:{_REORG}:{position}")
+
+
+def decode_reorg_cursor(cursor: str) -> int:
+    """The log position of the last reorganization seen; the next page starts before it."""
+    match = _REORG_RE.fullmatch(_decode(cursor))
+    if match is None:
+        raise CursorError("not a reorgs cursor")
+    return _bounded(match.group(1))
 
 
 @dataclass(frozen=True)

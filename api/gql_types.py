@@ -5,13 +5,18 @@ above 2**53 lose precision in JavaScript. Every amount, total, nonce, timestamp 
 therefore the custom scalar `BigInt`, serialized as a decimal string ("9223372036854775807") and accepted as a
 decimal string or an integer literal. Heights, indexes and per-block counts stay `Int`.
 
-Pages: `blocks` and `transactions` return a Relay-style connection, newest first:
+Forks: `Block.status` is CANONICAL, FINALIZED (canonical and at or below the newest final block: it can no longer
+change) or ORPHANED (recorded but not canonical: a side block, or one a reorganization took off). A `Finality`
+argument picks the head that head-relative reads use: LATEST (the canonical tip, the default) or FINALIZED.
+
+Pages: `blocks`, `transactions` and `reorgs` return a Relay-style connection, newest first:
 `{ edges { cursor node { ... } } pageInfo { hasNextPage endCursor } }`. Pass `pageInfo.endCursor` as `after` to
 get the next (older) page; cursors are opaque (api/cursors.py).
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from typing import Any, NewType
@@ -54,23 +59,28 @@ BIGINT_SCALAR: ScalarDefinition = strawberry.scalar(
 )
 
 
+@strawberry.enum(description="Which head a read is relative to.")
+class Finality(enum.Enum):
+    LATEST = strawberry.enum_value("latest", description="the canonical tip (default): may still be reorganized")
+    FINALIZED = strawberry.enum_value("finalized", description="the newest final block: can no longer change")
+
+
+@strawberry.enum(description="Where a block stands.")
+class BlockStatus(enum.Enum):
+    CANONICAL = strawberry.enum_value("canonical", description="on the canonical chain, not final yet")
+    FINALIZED = strawberry.enum_value("finalized", description="on the canonical chain and final")
+    ORPHANED = strawberry.enum_value(
+        "orphaned", description="recorded but not canonical: a side block, or one a reorganization reverted"
+    )
+
+
 @strawberry.type(description="An amount of one asset, in micro-units.")
 class AssetAmount:
     asset: str
     amount: BigInt
 
 
-@strawberry.type(description="The canonical tip of a chain and its newest finalized block.")
-class Head:
-    chain_id: str
-    height: int
-    hash: str
-    timestamp_ms: BigInt
-    finalized_height: int | None
-    finalized_hash: str | None
-
-
-@strawberry.type(description="A block of the canonical chain (height 0 is the genesis).")
+@strawberry.type(description="A recorded block (height 0 is the genesis): canonical, final, or orphaned.")
 class Block:
     chain_id: str
     height: int
@@ -86,7 +96,43 @@ class Block:
     reward: BigInt
     fees: BigInt
     finalized: bool
-    position: BigInt = strawberry.field(description="log position of the event that recorded the block")
+    canonical: bool = strawberry.field(description="on the canonical chain (FINALIZED blocks included)")
+    status: BlockStatus
+    position: BigInt = strawberry.field(
+        description="log position of the block's latest event (applied, recorded, reverted or reapplied)"
+    )
+
+
+@strawberry.type(description="The canonical tip of a chain and its newest finalized block.")
+class Head:
+    chain_id: str
+    height: int
+    hash: str
+    timestamp_ms: BigInt
+    finalized_height: int | None
+    finalized_hash: str | None
+    tip: Block | None = strawberry.field(description="the canonical tip")
+    finalized: Block | None = strawberry.field(description="the newest final block")
+
+
+@strawberry.type(description="A block named by height and hash.")
+class BlockRef:
+    height: int
+    hash: str
+
+
+@strawberry.type(description="A reorganization: canonical blocks reverted down to a common ancestor, a branch applied.")
+class Reorg:
+    chain_id: str
+    position: BigInt = strawberry.field(description="log position of the reorganization")
+    cause: str = strawberry.field(description="longer_branch | finality")
+    depth: int = strawberry.field(description="number of blocks reverted")
+    height: int = strawberry.field(description="height of the common ancestor")
+    ancestor_hash: str
+    old_tip: BlockRef
+    new_tip: BlockRef
+    reverted: list[str] = strawberry.field(description="hashes of the reverted blocks, newest first")
+    applied: list[str] = strawberry.field(description="hashes of the blocks put on the chain, oldest first")
 
 
 @strawberry.type(description="Balances and next nonce of an address, after the block at `height`.")
@@ -163,6 +209,18 @@ class BlockConnection:
 
 
 @strawberry.type
+class ReorgEdge:
+    cursor: str
+    node: Reorg
+
+
+@strawberry.type(description="Reorganizations, newest first.")
+class ReorgConnection:
+    edges: list[ReorgEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
 class TransactionEdge:
     cursor: str
     node: Transaction
@@ -195,6 +253,7 @@ def _amounts(rows: Any) -> list[AssetAmount]:
 
 
 def head_of(row: Mapping[str, Any]) -> Head:
+    tip, final = row.get("tip"), row.get("finalized")
     return Head(
         chain_id=row["chain_id"],
         height=_int(row["height"]),
@@ -202,6 +261,8 @@ def head_of(row: Mapping[str, Any]) -> Head:
         timestamp_ms=BigInt(_int(row["timestamp_ms"])),
         finalized_height=_opt_int(row.get("finalized_height")),
         finalized_hash=row.get("finalized_hash") or None,
+        tip=None if tip is None else block_of(tip),
+        finalized=None if final is None else block_of(final),
     )
 
 
@@ -221,6 +282,8 @@ def block_of(row: Mapping[str, Any]) -> Block:
         reward=BigInt(_int(row["reward"])),
         fees=BigInt(_int(row["fees"])),
         finalized=bool(row["finalized"]),
+        canonical=bool(row["canonical"]),
+        status=BlockStatus(row["status"]),
         position=BigInt(_int(row["position"])),
     )
 
@@ -266,6 +329,24 @@ def receipt_of(row: Mapping[str, Any]) -> Receipt:
         index=_int(row["index"]),
         block_hash=row["block_hash"],
         chain_id=row["chain_id"],
+    )
+
+
+def reorg_of(row: Mapping[str, Any]) -> Reorg:
+    def ref(tip: Mapping[str, Any]) -> BlockRef:
+        return BlockRef(height=_int(tip["height"]), hash=tip["hash"])
+
+    return Reorg(
+        chain_id=row["chain_id"],
+        position=BigInt(_int(row["position"])),
+        cause=row["cause"],
+        depth=_int(row["depth"]),
+        height=_int(row["height"]),
+        ancestor_hash=row["ancestor_hash"],
+        old_tip=ref(row["old_tip"]),
+        new_tip=ref(row["new_tip"]),
+        reverted=list(row["reverted"]),
+        applied=list(row["applied"]),
     )
 
 

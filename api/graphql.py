@@ -1,8 +1,10 @@
 """The GraphQL schema: root fields, their resolvers, limits and error handling.
 
-Root fields (a contract: names and arguments are fixed by issue 2): `head`, `block(height, hash)`,
+Root fields (a contract: names and arguments are fixed by issues 2 and 3): `head`, `block(height, hash)`,
 `blocks(first, after, proposer)`, `account(address!, atHeight)`, `transactions(address, first, after)`,
-`receipt(txId!)`, `stats(window)`; each also takes `chainId`, defaulting to the read model's default chain.
+`receipt(txId!)`, `stats(window)`, `reorgs(first, after)`; each also takes `chainId`, defaulting to the read
+model's default chain. `block`, `blocks`, `account`, `transactions` and `stats` take `finality` (LATEST, the
+default, or FINALIZED): the head they are relative to. `block` with neither height nor hash is that head.
 `receipt` without `chainId` looks the tx id up on every chain: a tx id already commits to its chain, because the
 signed tx carries `chain_id`.
 
@@ -43,9 +45,12 @@ from api.gql_types import (
     Block,
     BlockConnection,
     BlockEdge,
+    Finality,
     Head,
     PageInfo,
     Receipt,
+    ReorgConnection,
+    ReorgEdge,
     Stats,
     TransactionConnection,
     TransactionEdge,
@@ -53,6 +58,7 @@ from api.gql_types import (
     block_of,
     head_of,
     receipt_of,
+    reorg_of,
     stats_of,
     transaction_of,
 )
@@ -85,6 +91,13 @@ AfterArg = Annotated[str | None, strawberry.argument(description="`pageInfo.endC
 HeightArg = Annotated[int | None, strawberry.argument(description="block height (0 is the genesis)")]
 HashArg = Annotated[str | None, strawberry.argument(name="hash", description="block hash, 64 lowercase hex")]
 AddressArg = Annotated[str, strawberry.argument(description="0x + 40 lowercase hex")]
+FinalityArg = Annotated[
+    Finality,
+    strawberry.argument(
+        description="the head the read is relative to: LATEST (default) the canonical tip, FINALIZED the newest"
+        " final block (answers that can no longer change)"
+    ),
+]
 
 
 def _chain_arg(chain_id: str | None) -> str | None:
@@ -103,41 +116,50 @@ class Query:
 
         return await reads.run(read)
 
-    @strawberry.field(description="One canonical block, by exactly one of `height` and `hash`.")
+    @strawberry.field(
+        description="A block: the canonical one at `height`, any recorded one by `hash` (with its status), or"
+        " without either the head at `finality`. With FINALIZED, only final blocks are answered."
+    )
     async def block(
         self,
         info: Info,
         height: HeightArg = None,
         hash_: HashArg = None,
+        finality: FinalityArg = Finality.LATEST,
         chain_id: ChainArg = None,
     ) -> Block | None:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
-        at_height, at_hash = args.one_block_key(height, hash_)
+        at_height, at_hash = args.block_key(height, hash_)
 
         def read() -> Block | None:
-            row = reads.model.block(reads.chain(chain_arg), height=at_height, hash=at_hash)
+            row = reads.model.block(reads.chain(chain_arg), height=at_height, hash=at_hash, finality=finality.value)
             return None if row is None else block_of(row)
 
         return await reads.run(read)
 
-    @strawberry.field(description="Canonical blocks, newest first; `proposer` filters by node_id.")
+    @strawberry.field(
+        description="Canonical blocks up to the head at `finality`, newest first; `proposer` filters by node_id."
+    )
     async def blocks(
         self,
         info: Info,
         first: FirstArg = None,
         after: AfterArg = None,
         proposer: Annotated[str | None, strawberry.argument(description="node_id of the proposer")] = None,
+        finality: FinalityArg = Finality.LATEST,
         chain_id: ChainArg = None,
     ) -> BlockConnection:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
         size, before = args.page_size(first), args.block_after(after)
         node_id = None if proposer is None else args.identifier(proposer, "proposer")
+        level = finality.value
 
         def read() -> list[dict[str, Any]]:
             chain = reads.chain(chain_arg)
-            rows = reads.model.blocks(chain, size + 1, before_height=before, proposer=node_id)
+            rows = reads.model.blocks(chain, size + 1, before_height=before, proposer=node_id, finality=level)
             if len(rows) == size:  # no probe row: the read model may cap a page at PAGE_SIZE_MAX; ask once more
-                rows += reads.model.blocks(chain, 1, before_height=int(rows[-1]["height"]), proposer=node_id)
+                last = int(rows[-1]["height"])
+                rows += reads.model.blocks(chain, 1, before_height=last, proposer=node_id, finality=level)
             return rows
 
         page = cursors.page_of(await reads.run(read), size, lambda r: cursors.block_cursor(int(r["height"])))
@@ -146,7 +168,10 @@ class Query:
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
         )
 
-    @strawberry.field(description="Balances per asset and next nonce of an address, now or after `atHeight`.")
+    @strawberry.field(
+        description="Balances per asset and next nonce of an address, at the head at `finality` or after"
+        " `atHeight` (at most that head)."
+    )
     async def account(
         self,
         info: Info,
@@ -154,6 +179,7 @@ class Query:
         at_height: Annotated[
             int | None, strawberry.argument(description="read the state after this block (default: the head)")
         ] = None,
+        finality: FinalityArg = Finality.LATEST,
         chain_id: ChainArg = None,
     ) -> Account:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
@@ -161,14 +187,17 @@ class Query:
 
         def read() -> Account:
             chain = reads.chain(chain_arg)
-            row = reads.model.account(chain, who, at_height=at)
+            row = reads.model.account(chain, who, at_height=at, finality=finality.value)
             if row is None:  # the chain has no head yet
                 raise args.UnknownChain(f"chainId: chain {chain!r} has no blocks projected yet")
             return account_of(row)
 
         return await reads.run(read)
 
-    @strawberry.field(description="Transactions with their receipts, newest first; `address` filters by party.")
+    @strawberry.field(
+        description="Transactions of canonical blocks up to the head at `finality`, with their receipts, newest"
+        " first; `address` filters by party. Reverted transactions are not listed (see `receipt`)."
+    )
     async def transactions(
         self,
         info: Info,
@@ -177,18 +206,20 @@ class Query:
         ] = None,
         first: FirstArg = None,
         after: AfterArg = None,
+        finality: FinalityArg = Finality.LATEST,
         chain_id: ChainArg = None,
     ) -> TransactionConnection:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
         who = None if address is None else args.address(address)
         size, before = args.page_size(first), args.tx_after(after)
+        level = finality.value
 
         def read() -> list[dict[str, Any]]:
             chain = reads.chain(chain_arg)
-            rows = reads.model.transactions(chain, address=who, first=size + 1, before=before)
+            rows = reads.model.transactions(chain, address=who, first=size + 1, before=before, finality=level)
             if len(rows) == size:  # no probe row: the read model may cap a page at PAGE_SIZE_MAX; ask once more
                 last = (int(rows[-1]["height"]), int(rows[-1]["index"]))
-                rows += reads.model.transactions(chain, address=who, first=1, before=last)
+                rows += reads.model.transactions(chain, address=who, first=1, before=last, finality=level)
             return rows
 
         def cursor_of(row: dict[str, Any]) -> str:
@@ -200,7 +231,11 @@ class Query:
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
         )
 
-    @strawberry.field(description="The receipt of a transaction; without `chainId`, searched on every chain.")
+    @strawberry.field(
+        description="The receipt of a transaction: the canonical applied one, else the latest canonical rejected"
+        " one, else the most recently reverted one (status `reverted`, original reason); without `chainId`,"
+        " searched on every chain."
+    )
     async def receipt(
         self,
         info: Info,
@@ -218,13 +253,14 @@ class Query:
         return await reads.run(read)
 
     @strawberry.field(
-        description=f"Totals, and rolling figures over the newest `window` blocks "
-        f"(1..{limits.STATS_WINDOW_MAX}, default {args.STATS_WINDOW_DEFAULT})."
+        description=f"Totals of the canonical chain up to the head at `finality`, and rolling figures over its"
+        f" newest `window` blocks (1..{limits.STATS_WINDOW_MAX}, default {args.STATS_WINDOW_DEFAULT})."
     )
     async def stats(
         self,
         info: Info,
         window: Annotated[int | None, strawberry.argument(description="number of newest blocks")] = None,
+        finality: FinalityArg = Finality.LATEST,
         chain_id: ChainArg = None,
     ) -> Stats:
         reads, chain_arg = info.context.reads, _chain_arg(chain_id)
@@ -232,9 +268,33 @@ class Query:
 
         def read() -> Stats:
             chain = reads.chain(chain_arg)
-            return stats_of(chain, reads.model.stats(chain, blocks))
+            return stats_of(chain, reads.model.stats(chain, blocks, finality=finality.value))
 
         return await reads.run(read)
+
+    @strawberry.field(description="Reorganizations of the chain, newest first.")
+    async def reorgs(
+        self,
+        info: Info,
+        first: FirstArg = None,
+        after: AfterArg = None,
+        chain_id: ChainArg = None,
+    ) -> ReorgConnection:
+        reads, chain_arg = info.context.reads, _chain_arg(chain_id)
+        size, before = args.page_size(first), args.reorg_after(after)
+
+        def read() -> list[dict[str, Any]]:
+            chain = reads.chain(chain_arg)
+            rows = reads.model.reorgs(chain, size + 1, before_position=before)
+            if len(rows) == size:  # no probe row: the read model may cap a page at PAGE_SIZE_MAX; ask once more
+                rows += reads.model.reorgs(chain, 1, before_position=int(rows[-1]["position"]))
+            return rows
+
+        page = cursors.page_of(await reads.run(read), size, lambda r: cursors.reorg_cursor(int(r["position"])))
+        return ReorgConnection(
+            edges=[ReorgEdge(cursor=c, node=reorg_of(r)) for c, r in page.rows],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
 
 
 def _is_internal(error: GraphQLError) -> bool:

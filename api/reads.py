@@ -18,27 +18,38 @@ T = TypeVar("T")
 
 
 class ReadModel(Protocol):
-    """What the API needs of projections/queries.py; every method returns plain dicts (see docs/architecture.md)."""
+    """What the API needs of projections/queries.py; every method returns plain dicts (see docs/architecture.md).
+
+    `finality` is "latest" (the canonical tip) or "finalized" (the newest final block)."""
 
     def chains(self) -> list[str]: ...
     def default_chain(self) -> str | None: ...
     def head(self, chain_id: str) -> dict[str, Any] | None: ...
     def block(
-        self, chain_id: str, height: int | None = None, hash: str | None = None
+        self, chain_id: str, height: int | None = None, hash: str | None = None, finality: str = "latest"
     ) -> dict[str, Any] | None: ...
     def blocks(
-        self, chain_id: str, first: int, before_height: int | None = None, proposer: str | None = None
+        self,
+        chain_id: str,
+        first: int,
+        before_height: int | None = None,
+        proposer: str | None = None,
+        finality: str = "latest",
     ) -> list[dict[str, Any]]: ...
-    def account(self, chain_id: str, address: str, at_height: int | None = None) -> dict[str, Any]: ...
+    def account(
+        self, chain_id: str, address: str, at_height: int | None = None, finality: str = "latest"
+    ) -> dict[str, Any] | None: ...
     def transactions(
         self,
         chain_id: str,
         address: str | None = None,
         first: int = 20,
         before: tuple[int, int] | None = None,
+        finality: str = "latest",
     ) -> list[dict[str, Any]]: ...
     def receipt(self, tx_id: str, chain_id: str | None = None) -> dict[str, Any] | None: ...
-    def stats(self, chain_id: str, window: int) -> dict[str, Any]: ...
+    def reorgs(self, chain_id: str, first: int, before_position: int | None = None) -> list[dict[str, Any]]: ...
+    def stats(self, chain_id: str, window: int, finality: str = "latest") -> dict[str, Any]: ...
     def position(self) -> int: ...
 
 

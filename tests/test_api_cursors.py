@@ -53,6 +53,19 @@ def test_foreign_tx_cursors_are_refused(cursor: str) -> None:
         cursors.decode_tx_cursor(cursor)
 
 
+@pytest.mark.parametrize("position", [1, 77, 2**63 - 1])
+def test_reorg_cursor_round_trips(position: int) -> None:
+    assert cursors.decode_reorg_cursor(cursors.reorg_cursor(position)) == position
+
+
+@pytest.mark.parametrize(
+    "cursor", [_raw("v1:block:5"), _raw("v1:reorg:"), _raw("v1:reorg:05"), _raw("v1:reorg:9223372036854775808")]
+)
+def test_foreign_reorg_cursors_are_refused(cursor: str) -> None:
+    with pytest.raises(cursors.CursorError):
+        cursors.decode_reorg_cursor(cursor)
+
+
 def test_page_of_cuts_the_probe_row() -> None:
     rows = [{"h": 9}, {"h": 8}, {"h": 7}]
 

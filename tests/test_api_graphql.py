@@ -30,6 +30,16 @@ def block_hash(chain: str, height: int) -> str:
     return f"{sum(map(ord, chain)):08x}{height:056x}"
 
 
+ORPHAN = "e" * 64  # a side block at height 3 that the fake knows by hash
+# Newest first, positions 90, 70, ..., 10: a reorg of depth 1 + i % 3 down to height 10 + i.
+REORGS = [
+    {"position": 90 - 20 * i, "cause": "finality" if i == 0 else "longer_branch", "depth": 1 + i % 3,
+     "height": 10 + i, "ancestor_hash": "a" * 64, "old_tip": {"height": 11 + i + i % 3, "hash": "b" * 64},
+     "new_tip": {"height": 12 + i, "hash": "c" * 64}, "reverted": ["b" * 64] * (1 + i % 3), "applied": ["c" * 64]}
+    for i in range(5)
+]
+
+
 def tx_id(chain: str, height: int, index: int) -> str:
     return f"{sum(map(ord, chain)):08x}{height:048x}{index:08x}"
 
@@ -54,7 +64,8 @@ class FakeReadModel:
             "timestamp_ms": 1_700_000_000_000 + 1000 * height, "tx_root": "0" * 64,
             "tx_count": 2 if height else 0, "applied_count": 1 if height else 0,
             "rejected_count": 1 if height else 0, "reward": 2_000_000 if height else 0,
-            "fees": 10 if height else 0, "finalized": height <= BLOCKS - 3, "position": 2 * height + 1,
+            "fees": 10 if height else 0, "finalized": height <= BLOCKS - 3, "canonical": True,
+            "status": "finalized" if height <= BLOCKS - 3 else "canonical", "position": 2 * height + 1,
         }
 
     @staticmethod
@@ -82,47 +93,74 @@ class FakeReadModel:
         self._call("default_chain")
         return CHAIN
 
+    def _top(self, finality: str) -> int:
+        return BLOCKS - 1 if finality == "latest" else BLOCKS - 3
+
     def head(self, chain_id: str) -> dict[str, Any] | None:
         self._call("head", chain_id)
         tip, final = self._blocks[chain_id][-1], self._blocks[chain_id][BLOCKS - 3]
         return {
             "chain_id": chain_id, "height": tip["height"], "hash": tip["hash"],
             "timestamp_ms": tip["timestamp_ms"], "finalized_height": final["height"],
-            "finalized_hash": final["hash"],
+            "finalized_hash": final["hash"], "tip": tip, "finalized": final,
         }
 
-    def block(self, chain_id: str, height: int | None = None, hash: str | None = None) -> dict[str, Any] | None:
-        self._call("block", chain_id, height, hash)
+    def block(
+        self, chain_id: str, height: int | None = None, hash: str | None = None, finality: str = "latest"
+    ) -> dict[str, Any] | None:
+        self._call("block", chain_id, height, hash, finality)
+        if height is None and hash is None:
+            height = self._top(finality)
+        if hash == ORPHAN:
+            return {**self._blocks[chain_id][3], "hash": ORPHAN, "canonical": False, "finalized": False,
+                    "status": "orphaned"}
         found = [b for b in self._blocks[chain_id] if b["height"] == height or b["hash"] == hash]
-        return found[0] if found else None
+        return found[0] if found and found[0]["height"] <= self._top(finality) else None
 
     def blocks(
-        self, chain_id: str, first: int, before_height: int | None = None, proposer: str | None = None
+        self,
+        chain_id: str,
+        first: int,
+        before_height: int | None = None,
+        proposer: str | None = None,
+        finality: str = "latest",
     ) -> list[dict[str, Any]]:
-        self._call("blocks", chain_id, first, before_height, proposer)
+        self._call("blocks", chain_id, first, before_height, proposer, finality)
         rows = [
             b for b in reversed(self._blocks[chain_id])
             if (before_height is None or b["height"] < before_height)
-            and (proposer is None or b["proposer"] == proposer)
+            and (proposer is None or b["proposer"] == proposer) and b["height"] <= self._top(finality)
         ]
         return rows[: min(first, self.page_cap)]
 
-    def account(self, chain_id: str, address: str, at_height: int | None = None) -> dict[str, Any]:
-        self._call("account", chain_id, address, at_height)
-        height = BLOCKS - 1 if at_height is None else at_height
+    def account(
+        self, chain_id: str, address: str, at_height: int | None = None, finality: str = "latest"
+    ) -> dict[str, Any]:
+        self._call("account", chain_id, address, at_height, finality)
+        height = min(self._top(finality), BLOCKS - 1 if at_height is None else at_height)
         balances = [{"asset": "CELL", "amount": BIG}, {"asset": "WETH", "amount": 5}] if address == ALICE else []
         return {"address": address, "height": height, "balances": balances, "nonce": height}
 
     def transactions(
-        self, chain_id: str, address: str | None = None, first: int = 20, before: tuple[int, int] | None = None
+        self,
+        chain_id: str,
+        address: str | None = None,
+        first: int = 20,
+        before: tuple[int, int] | None = None,
+        finality: str = "latest",
     ) -> list[dict[str, Any]]:
-        self._call("transactions", chain_id, address, first, before)
+        self._call("transactions", chain_id, address, first, before, finality)
         rows = [
             t for t in reversed(self._txs[chain_id])
             if (before is None or (t["height"], t["index"]) < before)
-            and (address is None or address in (t["from"], t["to"]))
+            and (address is None or address in (t["from"], t["to"])) and t["height"] <= self._top(finality)
         ]
         return rows[: min(first, self.page_cap)]
+
+    def reorgs(self, chain_id: str, first: int, before_position: int | None = None) -> list[dict[str, Any]]:
+        self._call("reorgs", chain_id, first, before_position)
+        rows = [r for r in REORGS if before_position is None or r["position"] < before_position]
+        return [{**r, "chain_id": chain_id} for r in rows][: min(first, self.page_cap)]
 
     def receipt(self, tx_id: str, chain_id: str | None = None) -> dict[str, Any] | None:
         self._call("receipt", tx_id, chain_id)
@@ -133,10 +171,10 @@ class FakeReadModel:
                     return {**{k: t[k] for k in keys}, "chain_id": chain}
         return None
 
-    def stats(self, chain_id: str, window: int) -> dict[str, Any]:
-        self._call("stats", chain_id, window)
+    def stats(self, chain_id: str, window: int, finality: str = "latest") -> dict[str, Any]:
+        self._call("stats", chain_id, window, finality)
         return {
-            "total_blocks": BLOCKS, "txs_applied": 2**40, "txs_rejected": BLOCKS - 1,
+            "total_blocks": self._top(finality) + 1, "txs_applied": 2**40, "txs_rejected": BLOCKS - 1,
             "volume": [{"asset": "CELL", "amount": 2**70}], "fees": [{"asset": "CELL", "amount": 240}],
             "supply": [{"asset": "CELL", "amount": 10**20}], "rolling_tps": 1.5,
             "rolling_block_time_ms": 1000.0, "window_blocks": min(window, BLOCKS),
@@ -203,6 +241,15 @@ def test_head_defaults_to_the_default_chain(client: Client) -> None:
     }
 
 
+def test_head_has_the_tip_and_the_finalized_block(client: Client) -> None:
+    head = data(client, "{ head { tip { height hash status } finalized { height hash status canonical } } }")["head"]
+    assert head == {
+        "tip": {"height": BLOCKS - 1, "hash": block_hash(CHAIN, BLOCKS - 1), "status": "CANONICAL"},
+        "finalized": {"height": BLOCKS - 3, "hash": block_hash(CHAIN, BLOCKS - 3), "status": "FINALIZED",
+                      "canonical": True},
+    }
+
+
 def test_head_of_a_named_chain(client: Client, model: FakeReadModel) -> None:
     head = data(client, "query($c: String) { head(chainId: $c) { chainId hash } }", c=OTHER_CHAIN)["head"]
     assert head == {"chainId": OTHER_CHAIN, "hash": block_hash(OTHER_CHAIN, BLOCKS - 1)}
@@ -227,7 +274,7 @@ def test_known_chains_are_looked_up_once(client: Client, model: FakeReadModel) -
 # ------------------------------------------------------------------------------------------ block
 
 BLOCK_FIELDS = """chainId height hash parent proposer operator timestampMs txRoot txCount appliedCount
-    rejectedCount reward fees finalized position"""
+    rejectedCount reward fees finalized canonical status position"""
 
 
 def test_block_by_height_and_by_hash(client: Client) -> None:
@@ -236,10 +283,23 @@ def test_block_by_height_and_by_hash(client: Client) -> None:
         "chainId": CHAIN, "height": 4, "hash": block_hash(CHAIN, 4), "parent": block_hash(CHAIN, 3),
         "proposer": "node-1", "operator": ALICE, "timestampMs": "1700000004000", "txRoot": "0" * 64,
         "txCount": 2, "appliedCount": 1, "rejectedCount": 1, "reward": "2000000", "fees": "10",
-        "finalized": True, "position": "9",
+        "finalized": True, "canonical": True, "status": "FINALIZED", "position": "9",
     }
     by_hash = data(client, "query($h: String) { block(hash: $h) { height } }", h=block_hash(CHAIN, 4))
     assert by_hash["block"] == {"height": 4}
+
+
+def test_block_without_height_or_hash_is_the_head_at_the_finality_level(client: Client, model: FakeReadModel) -> None:
+    got = data(client, "{ tip: block { height status } final: block(finality: FINALIZED) { height status } }")
+    assert got == {"tip": {"height": BLOCKS - 1, "status": "CANONICAL"},
+                   "final": {"height": BLOCKS - 3, "status": "FINALIZED"}}
+    assert ("block", (CHAIN, None, None, "finalized")) in model.calls
+    assert data(client, "{ block(height: 23, finality: FINALIZED) { height } }") == {"block": None}
+
+
+def test_an_orphaned_block_by_hash(client: Client) -> None:
+    got = data(client, "query($h: String) { block(hash: $h) { height status canonical finalized } }", h=ORPHAN)
+    assert got["block"] == {"height": 3, "status": "ORPHANED", "canonical": False, "finalized": False}
 
 
 def test_genesis_block_has_no_parent_or_proposer(client: Client) -> None:
@@ -255,8 +315,8 @@ def test_missing_block_is_null(client: Client) -> None:
 @pytest.mark.parametrize(
     ("args", "argument", "words"),
     [
-        ("", "height/hash", "neither"),
         (f'height: 1, hash: "{"0" * 64}"', "height/hash", "both"),
+        ("finality: SAFE", "finality", "SAFE"),
         ("height: -1", "height", ">= 0"),
         ('hash: "ABC"', "hash", "64 lowercase hex"),
         (f'hash: "{"A" * 64}"', "hash", "64 lowercase hex"),
@@ -265,9 +325,12 @@ def test_missing_block_is_null(client: Client) -> None:
 def test_block_argument_errors(
     client: Client, model: FakeReadModel, args: str, argument: str, words: str
 ) -> None:
-    err = error(client, "{ block%s { hash } }" % (f"({args})" if args else ""))  # noqa: UP031
-    assert err["extensions"] == {"code": "BAD_ARGUMENT", "argument": argument}
-    assert err["message"].startswith(f"{argument}:") and words in err["message"]
+    err = error(client, "{ block(%s) { hash } }" % args)  # noqa: UP031
+    if argument == "finality":  # an enum value GraphQL itself refuses, before any resolver
+        assert "Finality" in err["message"] and words in err["message"]
+    else:
+        assert err["extensions"] == {"code": "BAD_ARGUMENT", "argument": argument}
+        assert err["message"].startswith(f"{argument}:") and words in err["message"]
     assert model.calls == []  # refused before any read
 
 
@@ -277,6 +340,13 @@ BLOCKS_QUERY = """query($first: Int, $after: String, $proposer: String, $chainId
   blocks(first: $first, after: $after, proposer: $proposer, chainId: $chainId) {
     edges { cursor node { height proposer chainId } }
     pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+
+BLOCKS_QUERY_FINAL = """query($first: Int, $after: String) {
+  blocks(first: $first, after: $after, finality: FINALIZED) {
+    edges { cursor node { height } } pageInfo { hasNextPage endCursor }
   }
 }"""
 
@@ -299,7 +369,7 @@ def test_blocks_default_page(client: Client, model: FakeReadModel) -> None:
     assert [e["node"]["height"] for e in conn["edges"]] == list(range(24, 4, -1))
     assert conn["pageInfo"]["hasNextPage"] is True
     # One probe row beyond the page says whether there is a next page.
-    assert ("blocks", (CHAIN, limits.PAGE_SIZE_DEFAULT + 1, None, None)) in model.calls
+    assert ("blocks", (CHAIN, limits.PAGE_SIZE_DEFAULT + 1, None, None, "latest")) in model.calls
 
 
 @pytest.mark.parametrize("first", [1, 7, 24, 25, 26, limits.PAGE_SIZE_MAX])
@@ -319,6 +389,12 @@ def test_walks_survive_a_read_model_that_caps_its_pages(first: int) -> None:
     assert heights == list(range(BLOCKS - 1, -1, -1))
     keys = [(t["height"], t["index"]) for page in walk(client, TXS_QUERY, "transactions", first=first) for t in page]
     assert keys == [(h, i) for h in range(BLOCKS - 1, 0, -1) for i in (1, 0)]
+
+
+def test_blocks_at_the_finalized_head(client: Client, model: FakeReadModel) -> None:
+    heights = [b["height"] for page in walk(client, BLOCKS_QUERY_FINAL, "blocks", first=7) for b in page]
+    assert heights == list(range(BLOCKS - 3, -1, -1))
+    assert ("blocks", (CHAIN, 8, None, None, "finalized")) in model.calls
 
 
 def test_blocks_walk_by_proposer_on_another_chain(client: Client) -> None:
@@ -360,7 +436,14 @@ def test_account_now_and_at_height(client: Client, model: FakeReadModel) -> None
     }
     then = data(client, query % "", a=BOB, h=3)["account"]
     assert then == {"address": BOB, "height": 3, "nonce": "3"}
-    assert ("account", (CHAIN, BOB, 3)) in model.calls
+    assert ("account", (CHAIN, BOB, 3, "latest")) in model.calls
+
+
+def test_account_at_the_finalized_head(client: Client, model: FakeReadModel) -> None:
+    query = "query($a: String!, $h: Int) { account(address: $a, atHeight: $h, finality: FINALIZED) { height } }"
+    assert data(client, query, a=ALICE)["account"] == {"height": BLOCKS - 3}
+    assert data(client, query, a=ALICE, h=BLOCKS - 1)["account"] == {"height": BLOCKS - 3}
+    assert ("account", (CHAIN, ALICE, None, "finalized")) in model.calls
 
 
 @pytest.mark.parametrize(
@@ -412,6 +495,13 @@ def test_transactions_walk_visits_every_tx_once(client: Client, first: int) -> N
     pages = walk(client, TXS_QUERY, "transactions", first=first)
     keys = [(t["height"], t["index"]) for page in pages for t in page]
     assert keys == [(h, i) for h in range(BLOCKS - 1, 0, -1) for i in (1, 0)]
+
+
+def test_transactions_at_the_finalized_head(client: Client, model: FakeReadModel) -> None:
+    query = "{ transactions(first: 500, finality: FINALIZED) { edges { node { height } } } }"
+    heights = {e["node"]["height"] for e in data(client, query)["transactions"]["edges"]}
+    assert max(heights) == BLOCKS - 3
+    assert ("transactions", (CHAIN, None, 501, None, "finalized")) in model.calls
 
 
 def test_transactions_of_an_address(client: Client, model: FakeReadModel) -> None:
@@ -473,13 +563,59 @@ def test_stats_default_and_given_window(client: Client, model: FakeReadModel) ->
         "finalityDelayBlocks": 1.5, "lastBlockHeight": BLOCKS - 1, "lastBlockTimestampMs": "1700000024000",
     }
     assert data(client, "{ stats(window: 10) { windowBlocks } }") == {"stats": {"windowBlocks": 10}}
-    assert ("stats", (CHAIN, 10)) in model.calls
+    assert ("stats", (CHAIN, 10, "latest")) in model.calls
+
+
+def test_stats_at_the_finalized_head(client: Client, model: FakeReadModel) -> None:
+    assert data(client, "{ stats(finality: FINALIZED) { totalBlocks } }") == {"stats": {"totalBlocks": BLOCKS - 2}}
+    assert ("stats", (CHAIN, 100, "finalized")) in model.calls
 
 
 @pytest.mark.parametrize("window", [0, -1, limits.STATS_WINDOW_MAX + 1])
 def test_stats_window_bounds(client: Client, window: int) -> None:
     err = error(client, "query($w: Int) { stats(window: $w) { windowBlocks } }", w=window)
     assert err["extensions"]["argument"] == "window" and str(window) in err["message"]
+
+
+# ----------------------------------------------------------------------------------------- reorgs
+
+REORGS_QUERY = """query($first: Int, $after: String, $chainId: String) {
+  reorgs(first: $first, after: $after, chainId: $chainId) {
+    edges { cursor node { chainId position cause depth height ancestorHash oldTip { height hash }
+                          newTip { height hash } reverted applied } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+
+def test_reorgs_newest_first(client: Client, model: FakeReadModel) -> None:
+    conn = data(client, REORGS_QUERY, first=1)["reorgs"]
+    assert conn["pageInfo"]["hasNextPage"] is True
+    assert conn["edges"][0]["node"] == {
+        "chainId": CHAIN, "position": "90", "cause": "finality", "depth": 1, "height": 10, "ancestorHash": "a" * 64,
+        "oldTip": {"height": 11, "hash": "b" * 64}, "newTip": {"height": 12, "hash": "c" * 64},
+        "reverted": ["b" * 64], "applied": ["c" * 64],
+    }
+    assert ("reorgs", (CHAIN, 2, None)) in model.calls
+
+
+@pytest.mark.parametrize("first", [1, 2, 5, 6])
+def test_reorgs_walk_visits_every_reorg_once(client: Client, first: int) -> None:
+    pages = walk(client, REORGS_QUERY, "reorgs", first=first, chainId=OTHER_CHAIN)
+    nodes = [r for page in pages for r in page]
+    assert [r["position"] for r in nodes] == ["90", "70", "50", "30", "10"]
+    assert {r["chainId"] for r in nodes} == {OTHER_CHAIN}
+
+
+@pytest.mark.parametrize(
+    ("variables", "words"),
+    [({"first": 0}, "between 1 and"), ({"after": "!!!"}, "not a cursor issued"),
+     ({"after": tx_cursor(3, 1)}, "not a reorgs cursor")],
+)
+def test_reorgs_argument_errors(client: Client, model: FakeReadModel, variables: dict[str, Any], words: str) -> None:
+    err = error(client, REORGS_QUERY, **variables)
+    assert err["extensions"]["code"] == "BAD_ARGUMENT" and words in err["message"]
+    assert model.calls == []
 
 
 # ------------------------------------------------------------------------------ limits and errors
@@ -512,7 +648,7 @@ def test_introspection_for_graphiql_passes_the_limits(client: Client) -> None:
     schema = data(client, get_introspection_query(descriptions=True))["__schema"]
     assert schema["queryType"]["name"] == "Query"
     names = {t["name"] for t in schema["types"]}
-    assert {"BigInt", "BlockConnection", "PageInfo", "Receipt"} <= names
+    assert {"BigInt", "BlockConnection", "PageInfo", "Receipt", "Reorg", "BlockStatus", "Finality"} <= names
 
 
 def test_graphiql_page_and_get_queries(client: Client) -> None:
@@ -536,7 +672,7 @@ def test_internal_errors_are_logged_and_masked(
 
 def test_client_errors_are_not_logged(client: Client, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="strawberry.execution"):
-        error(client, "{ block { hash } }")
+        error(client, "{ block(height: -1) { hash } }")
         error(client, "{ nosuchfield }")
     assert caplog.records == []
 
@@ -546,7 +682,9 @@ def test_every_root_field_in_one_request(client: Client) -> None:
       head {{ height }} block(height: 1) {{ height }} blocks(first: 2) {{ edges {{ node {{ height }} }} }}
       account(address: "{ALICE}") {{ nonce }} transactions(first: 1) {{ edges {{ node {{ index }} }} }}
       receipt(txId: "{tx_id(CHAIN, 1, 0)}") {{ status }} stats(window: 5) {{ windowBlocks }}
+      reorgs(first: 1) {{ edges {{ node {{ depth }} }} }}
     }}"""
     got = data(client, query)
     assert got["head"] == {"height": 24} and got["receipt"] == {"status": "applied"}
     assert got["stats"] == {"windowBlocks": 5} and len(got["blocks"]["edges"]) == 2
+    assert got["reorgs"] == {"edges": [{"node": {"depth": 1}}]}

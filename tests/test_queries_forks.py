@@ -82,7 +82,7 @@ def _block(
     )
 
 
-def _history(log: Any, transfer: Any) -> dict[str, Any]:
+def forked_history(log: Any, transfer: Any) -> dict[str, Any]:
     tx = {
         1: transfer("alpha", A, B, 100 * CELL, fee=FEE, nonce=0), 2: transfer("alpha", B, C, 10 * CELL, nonce=0),
         3: transfer("alpha", A, C, 5 * CELL, nonce=1), 4: transfer("alpha", B, A, 1 * CELL, nonce=0),
@@ -124,7 +124,7 @@ def _history(log: Any, transfer: Any) -> dict[str, Any]:
     return {"events": list(log.events), "commands": commands, "tx": {k: tx_id(t) for k, t in tx.items()}}
 
 
-def _write(store: ProjectionStore, events: Sequence[LedgerEvent], start: int, end: int) -> None:
+def write_batch(store: ProjectionStore, events: Sequence[LedgerEvent], start: int, end: int) -> None:
     """Projects events start+1..end (positions) as one batch."""
     rows: dict[str, list[Any]] = {}
     for position in range(start + 1, end + 1):
@@ -135,7 +135,7 @@ def _write(store: ProjectionStore, events: Sequence[LedgerEvent], start: int, en
 
 @pytest.fixture(scope="module")
 def history(event_log_class: Any, make_transfer: Any) -> dict[str, Any]:
-    return _history(event_log_class(), make_transfer)
+    return forked_history(event_log_class(), make_transfer)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def at(store: ProjectionStore, history: dict[str, Any]) -> Any:
         store.apply_ddl()
         done = 0
         for end in [p for p in history["commands"] if p < position] + [position]:
-            _write(store, history["events"], done, end)
+            write_batch(store, history["events"], done, end)
             done = end
         return ReadModel(store)
 
@@ -404,13 +404,13 @@ def test_after_every_position_the_views_equal_a_fresh_projection_of_the_canonica
     store.apply_ddl()
     try:
         for position in range(1, len(events) + 1):
-            _write(store, events, position - 1, position)  # one event per batch: every position is visible
+            write_batch(store, events, position - 1, position)  # one event per batch: every position is visible
             canonical = _canonical_log(events[:position], event_log_class()).events
             branch = tuple(e.block_hash for e in canonical)
             if branch not in expected:
                 fresh.drop()
                 fresh.apply_ddl()
-                _write(fresh, canonical, 0, len(canonical))
+                write_batch(fresh, canonical, 0, len(canonical))
                 expected[branch] = _views(ReadModel(fresh), tx_ids)
             mine, theirs = _views(ReadModel(store), tx_ids), dict(expected[branch])
             mine_receipts, their_receipts = mine.pop("receipts"), theirs.pop("receipts")
