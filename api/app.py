@@ -1,4 +1,5 @@
-"""The Starlette app: `/graphql` (GraphiQL in a browser), `POST /v1/commands`, `/healthz`, `/readyz`, `/metrics`.
+"""The Starlette app: `/graphql` (GraphiQL in a browser), `POST /v1/commands`, `POST /v1/txs` (the devnet's tx
+pool), `/healthz`, `/readyz`, `/metrics`.
 
 The app owns no process-wide state: each `create_app` has its own metrics registry and its own writer thread, so
 tests can build as many as they like. Starting and stopping the follower belongs to whoever runs the app
@@ -21,14 +22,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.graphql import GraphQLApp, build_schema
-from api.intake import Intake, LedgerService
+from api.intake import Intake, LedgerService, TxIntake
 from api.metrics import OTHER, Metrics
 from api.reads import ReadModel, Reads
 from schemas.settings import Settings
+from writes.txpool import TxPool
 
 # A GraphQL request is a query text and its variables: the token limit caps the text far below this.
 GRAPHQL_BODY_BYTES_MAX = 1024 * 1024
-ROUTES = ("/graphql", "/v1/commands", "/healthz", "/readyz", "/metrics")
+ROUTES = ("/graphql", "/v1/commands", "/v1/txs", "/healthz", "/readyz", "/metrics")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -77,11 +79,14 @@ def create_app(
     *,
     follower: Any = None,
     settings: Settings | None = None,
+    pool: TxPool | None = None,
 ) -> Starlette:
+    """`pool`: the devnet's tx pool behind `POST /v1/txs`; None (no devnet) answers 503 there."""
     settings = settings or Settings()
     metrics = Metrics(service, read_model, follower)
     intake = Intake(service, metrics, request_bytes_max=settings.request_bytes_max)
     graphql = GraphQLApp(build_schema(), Reads(read_model))
+    txs = TxIntake(pool, request_bytes_max=settings.request_bytes_max)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -108,6 +113,7 @@ def create_app(
         routes=[
             Route("/graphql", graphql, max_body_size=GRAPHQL_BODY_BYTES_MAX),
             Route("/v1/commands", intake.handle, methods=["POST"]),
+            Route("/v1/txs", txs.handle, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),

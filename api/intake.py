@@ -1,4 +1,5 @@
 """`POST /v1/commands`: one JSON command or a JSON array of commands in, one result per command out.
+`POST /v1/txs`: signed transactions for the devnet's tx pool (`TxIntake`, at the bottom).
 
 200: the service's result dict for a single command, or a list of them (each with its `index`) for an array.
 Numbers that are not integers (fractions, exponents, NaN, Infinity) reach the service as floats, and it refuses
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from api import strict_json
 from api.metrics import Metrics
 from schemas import limits, reasons
+from writes.txpool import PoolFull, TxPool
 
 T = TypeVar("T")
 # Bodies up to this size are parsed on the event loop (well under a millisecond); larger ones in a thread.
@@ -158,3 +160,72 @@ class Intake:
         for result in answered:
             self._metrics.count_command(result)
         return answered
+
+
+# ------------------------------------------------------------------------------------------- POST /v1/txs
+
+NO_DEVNET_MESSAGE = (
+    "this ledger runs without a devnet (tally up --no-devnet), so nothing here produces blocks: transactions "
+    "reach the ledger inside a block from a node (POST /v1/commands with a block command)"
+)
+POOL_RETRY_AFTER_S = 1  # about one devnet block
+
+
+class TxIntake:
+    """`POST /v1/txs`: one signed tx or an array of them, checked and queued for the devnet proposer.
+
+    200: per tx, `{"status": "queued", "kind", "tx_id", "duplicate"}` or `{"status": "rejected", "kind", "reason",
+    "message"}` (`malformed_tx` naming the field, `signer_mismatch`, `bad_tx_signature`): an object for one tx, a
+    list (each with its `index`) for an array. 503 `no_block_producer` without a devnet (`pool` is None); 503
+    `pool_full` when the new txs do not all fit, nothing queued; 400 and 413 as for `/v1/commands` (an array
+    longer than the pool's limit is 413).
+    """
+
+    def __init__(self, pool: TxPool | None, *, request_bytes_max: int) -> None:
+        self._pool = pool
+        self._bytes_max = request_bytes_max
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            if self._pool is None:
+                raise _Refused(503, reasons.NO_BLOCK_PRODUCER, NO_DEVNET_MESSAGE)
+            document = await _parse(await _read_body(request, self._bytes_max))
+            value = document.value
+            if isinstance(value, list):
+                if len(value) > self._pool.txs_max:
+                    raise _Refused(
+                        413,
+                        reasons.PAYLOAD_TOO_LARGE,
+                        f"{len(value)} txs in one request; the pool holds at most {self._pool.txs_max}",
+                    )
+                results = await run_in_threadpool(self._offer, value, document.suspicious)
+                return JSONResponse([{**r, "index": i} for i, r in enumerate(results)])
+            if isinstance(value, (dict, strict_json.Unacceptable)):
+                [result] = await run_in_threadpool(self._offer, [value], document.suspicious)
+                return JSONResponse(result)
+            raise _Refused(
+                400, reasons.MALFORMED_COMMAND, f"expected a signed tx (a JSON object) or an array of them, "
+                f"got {_describe(value)}",
+            )
+        except PoolFull as full:
+            refusal = _rejected(reasons.POOL_FULL, str(full))
+            return JSONResponse(refusal, status_code=503, headers={"retry-after": str(POOL_RETRY_AFTER_S)})
+        except _Refused as refused:
+            return JSONResponse(_rejected(refused.reason, refused.message), status_code=refused.status_code)
+
+    def _offer(self, txs: list[Any], suspicious: bool) -> list[dict[str, Any]]:
+        """The pool's answers, with a repeated key or a lone surrogate refused as `malformed_tx` in place."""
+        assert self._pool is not None
+        problems = [strict_json.problem_in(tx) if suspicious else None for tx in txs]
+        clean = [i for i, problem in enumerate(problems) if problem is None]
+        answers = iter(self._pool.offer([txs[i] for i in clean], indexes=clean))
+        results = []
+        for index, (tx, problem) in enumerate(zip(txs, problems, strict=True)):
+            if problem is None:
+                results.append(next(answers))
+            else:
+                kind = tx.get("kind") if isinstance(tx, dict) else None
+                results.append(
+                    _rejected("malformed_tx", f"tx {index}: {problem}", kind if isinstance(kind, str) else None)
+                )
+        return results

@@ -6,6 +6,9 @@ from __future__ import annotations
 MALFORMED_COMMAND = "malformed_command"
 UNKNOWN_COMMAND = "unknown_command"
 PAYLOAD_TOO_LARGE = "payload_too_large"
+# The devnet's tx pool (POST /v1/txs): refusals of a whole request, never receipts.
+NO_BLOCK_PRODUCER = "no_block_producer"
+POOL_FULL = "pool_full"
 
 # Genesis.
 INVALID_GENESIS = "invalid_genesis"
@@ -54,6 +57,8 @@ MESSAGES = {
     "malformed_command": "the command is not a JSON object with a known shape",
     "unknown_command": "the command kind is not one the ledger accepts",
     "payload_too_large": "the request body exceeds the configured limit",
+    "no_block_producer": "no devnet runs here: transactions reach the ledger inside a block from a node",
+    "pool_full": "the devnet's tx pool is full",
     "invalid_genesis": "the genesis is invalid",
     "genesis_exists": "a genesis for this chain_id was already accepted",
     "malformed_block": "the block is not well formed",
