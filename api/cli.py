@@ -284,8 +284,9 @@ def run_stack(settings: Settings, *, devnet: bool, block_interval_ms: int, txs_p
     from projections.queries import ReadModel
     from projections.store import ProjectionStore
     from streams.follower import Follower
-    from writes.devnet import Devnet
+    from writes.devnet import CHAIN_ID, Devnet
     from writes.service import LedgerService
+    from writes.txpool import TxPool
 
     with contextlib.ExitStack() as stack:
         service = LedgerService(settings)
@@ -298,13 +299,18 @@ def run_stack(settings: Settings, *, devnet: bool, block_interval_ms: int, txs_p
         follower = Follower(service.app, store)
         follower.start()
         stack.callback(follower.stop)
+        pool = TxPool(CHAIN_ID) if devnet else None  # POST /v1/txs: only a devnet has a block producer
         if devnet:
             generator = Devnet(
-                service, settings.data_dir, block_interval_ms=block_interval_ms, txs_per_block=txs_per_block
+                service,
+                settings.data_dir,
+                block_interval_ms=block_interval_ms,
+                txs_per_block=txs_per_block,
+                pool=pool,
             )
             generator.start()
             stack.callback(generator.stop)
-        app = create_app(ReadModel(store), service, follower=follower, settings=settings)
+        app = create_app(ReadModel(store), service, follower=follower, settings=settings, pool=pool)
         server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
         _on_signals(server)
         click.echo(

@@ -4,6 +4,7 @@ competing branches win, reorganize the ledger, and leave every canonical block f
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,34 +12,61 @@ import pqcrypto
 import pytest
 from pqcrypto.sign import ml_dsa_65
 
+from schemas import build
 from schemas.canonical import address_of, block_hash, canonical_bytes, genesis_hash, tx_id, tx_root
-from schemas.events import BlockApplied, BlockFinalized, BlockRecorded, BlockReverted, ChainReorganized
+from schemas.events import (
+    BlockApplied,
+    BlockFinalized,
+    BlockRecorded,
+    BlockReverted,
+    ChainReorganized,
+    VoteAccepted,
+)
 from schemas.limits import PARAM_DEFAULTS, PK_BYTES
+from schemas.signing import KeyPair
 from writes.devnet import (
     ACCOUNT_FUNDS,
+    GENESIS_VALIDATORS,
+    MICRO,
     SEED_FILE,
+    TRANSFER_FEE,
+    VALIDATORS_ACTIVE_MAX,
     Devnet,
+    Report,
+    apply_ops,
     block_on,
     build_block,
     build_chain,
     build_fork,
     build_votes,
+    choose_equivocator,
     competitor_of,
     derive_keys,
     devnet_genesis,
+    equivocate,
     fork_due,
     header_bytes,
     ledger_figures,
     load_or_create_seed,
     next_block,
+    plan_enrollment,
+    plan_reports,
     plan_transfers,
+    plan_unenrollment,
+    reserved_accounts,
+    roster_of,
     settle,
     sign_planned,
+    trading_accounts,
+    validator_key,
     voters_for,
 )
 from writes.state import ACTIVE, UNBONDING, ChainState
+from writes.txpool import TxPool
 
 SEED = bytes(range(32))
+# Forks alone: no enrollments, unenrollments or equivocations.
+NO_VALIDATOR_LIFE = {"enroll_period_blocks": 0, "unenroll_period_blocks": 0, "equivocation_period_blocks": 0}
 
 
 def _sig_ok(key: dict[str, str], message: bytes, sig_hex: str) -> bool:
@@ -271,14 +299,14 @@ def test_ledger_accepts_an_offline_chain(service: Any) -> None:
     assert results[-1]["finalized_height"] == 4
 
 
-def test_a_lost_seed_is_named_not_hidden(service: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_lost_seed_is_named_not_hidden(service: Any, tmp_path: Path) -> None:
     genesis, _ = devnet_genesis(SEED, timestamp_ms=1_000)  # the chain was made from another seed
     assert service.submit(genesis)["status"] == "accepted"
     devnet = Devnet(service, tmp_path / "other")
-    result = devnet.step()
-    assert result["status"] == "rejected" and result["reason"] == "bad_signature"
-    assert devnet.blocks_rejected == 1
-    assert SEED_FILE in caplog.text
+    # None of the chain's validators has a key from this seed: nothing to propose with, and the message says why.
+    with pytest.raises(RuntimeError, match=f"derived from .*{SEED_FILE}"):
+        devnet.step()
+    assert devnet.blocks_accepted == devnet.blocks_rejected == 0
 
 
 # ---------------------------------------------------------------- forks
@@ -416,7 +444,9 @@ def test_devnet_forks_win_reorganize_and_every_canonical_block_finalizes(service
     (tmp_path / "data").mkdir(parents=True, exist_ok=True)
     (tmp_path / "data" / SEED_FILE).write_text(SEED.hex() + "\n")  # the fork heights follow from the seed
     ledger = CheckedLedger(service)
-    devnet = Devnet(ledger, tmp_path / "data", txs_per_block=8, fork_period_blocks=3, rng=random.Random(4))
+    devnet = Devnet(
+        ledger, tmp_path / "data", txs_per_block=8, fork_period_blocks=3, rng=random.Random(4), **NO_VALIDATOR_LIFE
+    )
     steps = 24
     for _ in range(steps):
         result = devnet.step()
@@ -459,3 +489,216 @@ def test_devnet_forks_win_reorganize_and_every_canonical_block_finalizes(service
     reasons = [r["reason"] for r in receipts if r["status"] != "applied"]
     assert set(reasons) <= {"bad_nonce", "insufficient_funds"}
     assert len(reasons) < len(receipts) // 4
+
+
+# ---------------------------------------------------------------- validators: enrollments, unenrollments, slashes
+
+
+@dataclass
+class FakeValidator:
+    """What roster_of reads of a writes.state.Validator."""
+
+    node_id: str
+    operator: str
+    alg: str
+    pk: bytes
+    gpu_uuid: str
+    stake: int
+    phase: str = ACTIVE
+
+
+def fake(index: int, stake: int, phase: str = ACTIVE, *, key: KeyPair | None = None) -> FakeValidator:
+    key = key or validator_key(SEED, index)
+    return FakeValidator(f"devnet-node-{index}", "0x" + "11" * 20, key.alg, key.pk, f"GPU-{index}", stake, phase)
+
+
+def test_the_roster_knows_its_own_keys_and_skips_taken_names() -> None:
+    squatter = KeyPair.from_seed(b"someone else")
+    roster = roster_of(SEED, [
+        fake(0, 200), fake(1, 50, UNBONDING), fake(5, 30), fake(6, 40, key=squatter),
+        FakeValidator("cli-node", "0x" + "22" * 20, squatter.alg, squatter.pk, "GPU-CLI", 25),
+    ])  # fmt: skip
+    assert [v.node_id for v in roster.own] == ["devnet-node-0", "devnet-node-5"]
+    assert roster.index_of == {"devnet-node-0": 0, "devnet-node-1": 1, "devnet-node-5": 5}
+    assert roster.own_stake == 230 and roster.active_stake == 295  # the unbonding one counts in neither
+    assert roster.next_index == 7  # after its newest (5); devnet-node-6 was taken by someone else
+    assert roster.finalizes_without(0)  # 3 * 230 > 2 * 295
+    assert not roster.finalizes_without(100)  # 3 * 130 = 2 * 195: not more
+    assert roster.keys(()).proposer(1).node_id == "devnet-node-5"
+
+
+def test_an_enrollment_is_scheduled_below_the_cap_and_heals_a_lost_majority_at_once() -> None:
+    accounts = trading_accounts(derive_keys(SEED))
+    nonces, balances = [3] * len(accounts), [ACCOUNT_FUNDS] * len(accounts)
+    mine = [fake(i, 100 * MICRO) for i in range(4)]
+    args = {"chain_id": "devnet", "min_stake": PARAM_DEFAULTS["min_stake"]}
+    assert plan_enrollment(SEED, roster_of(SEED, mine), accounts, nonces, balances, scheduled=False, **args) is None
+    op = plan_enrollment(SEED, roster_of(SEED, mine), accounts, nonces, balances, scheduled=True, **args)
+    assert op is not None and (op.kind, op.sender, op.intent) == ("enroll", 4 % len(accounts), "applied")
+    tx = op.tx
+    assert (tx["node_id"], tx["nonce"], tx["operator"]) == ("devnet-node-4", 3, accounts[op.sender].address)
+    assert tx["validator_key"] == validator_key(SEED, 4).key and -op.cell_delta == tx["stake"] >= 50 * MICRO
+    full = [fake(i, 100 * MICRO) for i in range(VALIDATORS_ACTIVE_MAX)]
+    assert plan_enrollment(SEED, roster_of(SEED, full), accounts, nonces, balances, scheduled=True, **args) is None
+    # Someone else bonds more than half of the devnet's stake: it enrolls at once, enough to hold > 2/3 again.
+    other = FakeValidator("big", "0x" + "22" * 20, "ml-dsa-65", b"x", "GPU-BIG", 300 * MICRO)
+    roster = roster_of(SEED, [*mine, other])
+    assert not roster.finalizes_without(0)
+    heal = plan_enrollment(SEED, roster, accounts, nonces, balances, scheduled=False, **args)
+    assert heal is not None
+    stake = heal.tx["stake"]
+    assert 3 * (400 * MICRO + stake) > 2 * (700 * MICRO + stake)
+    # ... as far as the operator's funds go
+    poor = [MICRO] * len(accounts)
+    assert plan_enrollment(SEED, roster, accounts, nonces, poor, scheduled=False, **args) is None
+
+
+def test_unenrollments_and_equivocations_never_cost_the_devnet_its_majority() -> None:
+    accounts = trading_accounts(derive_keys(SEED))
+    op_of = {k.address: i for i, k in enumerate(accounts)}
+    genesis_only = roster_of(SEED, [fake(i, 100 * MICRO) for i in range(4)])
+    assert plan_unenrollment(genesis_only, accounts, [0] * 16, chain_id="devnet") is None  # genesis ones stay
+    enrolled = [fake(i, 100 * MICRO) for i in range(4)] + [
+        FakeValidator(f"devnet-node-{i}", accounts[i].address, "ml-dsa-65", validator_key(SEED, i).pk, "G", 50 * MICRO)
+        for i in (4, 5)
+    ]
+    roster = roster_of(SEED, enrolled)
+    op = plan_unenrollment(roster, accounts, [7] * 16, chain_id="devnet")
+    assert op is not None and op.tx["node_id"] == "devnet-node-4" and op.tx["nonce"] == 7
+    assert op.sender == op_of[accounts[4].address]
+    assert choose_equivocator(SEED, roster, 9) in roster.own[4:]  # an enrolled one rather than a genesis one
+    # With others holding almost a third, neither may go.
+    other = FakeValidator("big", "0x" + "22" * 20, "ml-dsa-65", b"x", "GPU-BIG", 240 * MICRO)
+    tight = roster_of(SEED, [*enrolled, other])
+    assert tight.finalizes_without(0)
+    assert plan_unenrollment(tight, accounts, [0] * 16, chain_id="devnet") is None
+    assert choose_equivocator(SEED, tight, 9) is None
+
+
+def test_an_equivocation_is_reported_once_applied_and_again_as_a_duplicate(service: Any) -> None:
+    genesis, keys = devnet_genesis(SEED, timestamp_ms=1_000)
+    assert service.submit(genesis)["status"] == "accepted"
+    accounts = trading_accounts(keys)
+    validator = keys.validators[2]
+    report = equivocate(SEED, validator, chain_id="devnet", height=7, block_hash="ab" * 32)
+    votes = list(report.evidence)
+    assert [v["height"] for v in votes] == [7, 7] and votes[0]["block_hash"] != votes[1]["block_hash"]
+    assert service.submit(votes[1])["status"] == "accepted"  # a vote for a block nobody has seen is kept
+    report = Report(report.node_id, report.evidence, twice=True)
+    roster = roster_of(SEED, service.validators("devnet"))
+    nonces, balances = ledger_figures(service, "devnet", roster.keys(accounts))
+    ops = plan_reports(SEED, report, roster, accounts, nonces, balances, chain_id="devnet", params=PARAM_DEFAULTS)
+    assert [op.intent for op in ops] == ["applied", "duplicate_offence"]
+    assert ops[1].tx["evidence"] == votes[::-1] and ops[0].sender != ops[1].sender
+    block, _ = block_on(
+        roster.keys(accounts), random.Random(1), service.head("devnet"), *apply_ops(nonces, balances, ops),
+        chain_id="devnet", now_ms=2_000, txs_per_block=5, leading=[op.tx for op in ops],
+    )  # fmt: skip
+    result = service.submit(block)
+    assert [r["reason"] or r["status"] for r in result["receipts"][:2]] == ["applied", "duplicate_offence"]
+    assert all(r["status"] == "applied" or r["reason"] in ("bad_nonce", "insufficient_funds")
+               for r in result["receipts"][2:])  # the transfers planned after them got what they were built for
+    slashed = validator.stake * PARAM_DEFAULTS["slash_bps"] // 10_000
+    assert service.ledger.chains["devnet"].validators[validator.node_id].stake == validator.stake - slashed
+    assert ops[0].cell_delta == slashed * PARAM_DEFAULTS["reporter_bps"] // 10_000
+
+
+class EveryBlockChecked(CheckedLedger):
+    """Checks the CELL invariant after every accepted block, not only after reorganizations."""
+
+    def submit_many(self, objs: list[Any]) -> list[dict[str, Any]]:
+        results = []
+        for obj in objs:
+            result = self.service.submit(obj)
+            if result.get("kind") == "block" and result.get("status") == "accepted":
+                assert_cell_balanced(self.service.ledger.chains["devnet"])
+                self.checked += 1
+            results.append(result)
+        self.results += results
+        return results
+
+
+def assert_cell_balanced(chain: ChainState) -> None:
+    """DOMAIN.md's CELL invariant, minted counted independently (genesis funds and stakes, one reward per canonical
+    block) and burned as the slashes recorded it (the part that did not go to the reporter)."""
+    keys = derive_keys(SEED)
+    issued = len(keys.accounts) * ACCOUNT_FUNDS + keys.total_stake + PARAM_DEFAULTS["block_reward"] * chain.tip.height
+    assert chain.minted == issued
+    assert cell_total(chain) == chain.minted - chain.burned
+
+
+def test_the_devnet_enrolls_unenrolls_slashes_and_every_block_finalizes(service: Any, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data" / SEED_FILE).write_text(SEED.hex() + "\n")
+    ledger = EveryBlockChecked(service)
+    devnet = Devnet(
+        ledger, tmp_path / "data", txs_per_block=6, rng=random.Random(5), fork_period_blocks=9,
+        enroll_period_blocks=3, unenroll_period_blocks=6, equivocation_period_blocks=4,
+    )  # fmt: skip
+    for _ in range(48):
+        result = devnet.step()
+        assert result["status"] == "accepted", result
+    assert devnet.errors == devnet.blocks_rejected == devnet.unexpected_receipts == devnet.unfinalized == 0
+    assert devnet.reorgs == devnet.forks >= 4
+    assert devnet.enrollments >= 6 and devnet.unenrollments >= 3
+    assert devnet.equivocations >= 6 and devnet.slashes_applied >= 5 and devnet.slashes_rejected >= 2
+    chain = service.ledger.chains["devnet"]
+    assert chain.finalized_height == chain.tip.height == ledger.checked - devnet.forks  # side blocks: no check
+    assert chain.burned > 0 and len(chain.offences) == devnet.slashes_applied
+
+    events = [service.app.mapper.to_domain_event(n) for n in service.notifications()]
+    finalized = {tuple(b) for e in events if isinstance(e, BlockFinalized) for b in e.finalized}
+    assert finalized >= {(h, chain.canonical[h]) for h in range(1, chain.tip.height + 1)}
+    receipts = [
+        (tx["kind"], status, reason)
+        for e in events if isinstance(e, BlockApplied)
+        for tx, (status, reason) in zip(e.block["txs"], e.receipts, strict=True)
+    ]  # fmt: skip
+    kinds = {(k, s, r) for k, s, r in receipts if k != "transfer"}
+    assert {("enroll", "applied", ""), ("unenroll", "applied", ""), ("slash", "applied", ""),
+            ("slash", "rejected", "duplicate_offence")} == kinds
+    # Enrolled validators vote (with their derived keys) and propose; unenrolled and revoked ones stop.
+    roster = roster_of(SEED, service.validators("devnet"))
+    voters = {e.node_id for e in events if isinstance(e, VoteAccepted)}
+    proposers = {e.proposer for e in events if isinstance(e, BlockApplied)}
+    assert {v.node_id for v in roster.own} <= voters
+    assert any(roster.index_of.get(n, 0) >= GENESIS_VALIDATORS for n in voters)
+    assert any(roster.index_of.get(n, 0) >= GENESIS_VALIDATORS for n in proposers)
+    phases = {v.phase for v in service.validators("devnet")}
+    assert phases == {ACTIVE, UNBONDING}
+    # Reserved accounts are the CLI's alone: the devnet never signed for them.
+    reserved = {k.address for k in reserved_accounts(derive_keys(SEED))}
+    signers = {tx["signer"] for e in events if isinstance(e, BlockApplied) for tx in e.block["txs"]}
+    assert signers and not signers & reserved
+
+
+def test_pooled_txs_go_into_the_next_block_and_a_foreign_majority_is_outweighed(
+    service: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data" / SEED_FILE).write_text(SEED.hex() + "\n")
+    pool = TxPool("devnet")
+    devnet = Devnet(
+        EveryBlockChecked(service), tmp_path / "data", txs_per_block=4, fork_period_blocks=0, pool=pool,
+        **NO_VALIDATOR_LIFE,
+    )  # fmt: skip
+    devnet.step()
+    alice = reserved_accounts(derive_keys(SEED))[0]
+    whale = KeyPair.from_seed(b"whale")
+    # More than half of the devnet's 460 CELL: once it is active, the devnet alone no longer holds 2/3.
+    enroll = build.enroll("devnet", alice, "whale-node", "GPU-WHALE", 600 * MICRO, whale, nonce=0)
+    pay = build.transfer("devnet", alice, whale.address, 5 * MICRO, nonce=1, fee=TRANSFER_FEE)
+    assert [r["status"] for r in pool.offer([enroll, pay])] == ["queued", "queued"]
+    result = devnet.step()
+    assert result["receipts"][:2] == [
+        {"tx_id": tx_id(enroll), "status": "applied", "reason": "", "height": 2, "index": 0},
+        {"tx_id": tx_id(pay), "status": "applied", "reason": "", "height": 2, "index": 1},
+    ]
+    assert len(pool) == 0 and devnet.pooled_txs == 2
+    assert devnet.unfinalized == 1  # the whale does not vote: block 2 waits
+    chain = service.ledger.chains["devnet"]
+    assert chain.finalized_height == 1
+    result = devnet.step()  # the devnet enrolls enough stake at once, votes with it, and both blocks are final
+    enrolled = [v for v in service.validators("devnet") if v.node_id == "devnet-node-4"]
+    assert enrolled and enrolled[0].stake > 600 * MICRO and devnet.enrollments == 1
+    assert chain.finalized_height == chain.tip.height == 3 and devnet.unfinalized == 1

@@ -5,6 +5,19 @@ makes a short fork win: the usual block goes in without its votes, then another 
 its parent, the second of which makes that branch longer, and the ledger reorganizes (depth 1); votes then
 finalize the new branch. The replaced block is never voted for, since a final block can never be reverted.
 
+Validators come and go (DOMAIN.md, Validators and Slashing), at heights drawn from the seed like the forks: now
+and then an enrollment of a new devnet validator (`devnet-node-K`, its key derived from the seed so the devnet votes
+with it from its first block), an unenrollment of an enrolled one, and an equivocation: a devnet validator signs a
+second vote at a height for a block that does not exist, and a reporter slashes it with the two votes in the next
+block (applied); about half of the offences are reported a second time by another account, with the votes swapped
+(rejected: `duplicate_offence`). The devnet votes with every active validator it has keys for, and keeps more than
+2/3 of the active stake in its hands: it slashes or unenrolls only what leaves it that, and enrolls more stake at
+once when others' stake (enrolled through the CLI) takes it below.
+
+Transactions from the tx pool (`POST /v1/txs`, writes/txpool.py) go into the next block, after the devnet's own
+validator txs and before its transfers. The last `RESERVED_ACCOUNTS` funded accounts are never signed for by the
+devnet: they are for people trying the CLI (`tally devnet-key`), whose nonces are theirs alone.
+
 Pure builders come first (keys, genesis, transfers, blocks, votes, forks: no clock, no I/O, randomness passed in);
 `Devnet` at the bottom is the thin loop that reads the ledger's head, builds the next block with them and
 submits it. Keys are derived from one seed kept in the data directory, so a restart signs with the same keys
@@ -13,22 +26,28 @@ and resumes from the ledger's head. Signing uses `cryptography` (schemas.signing
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import random
+import re
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from schemas import build
-from schemas.canonical import block_hash, canonical_bytes, genesis_hash, header_of
-from schemas.limits import PARAM_DEFAULTS
+from schemas.canonical import block_hash, canonical_bytes, genesis_hash, hash_hex, header_of
+from schemas.limits import PARAM_DEFAULTS, TXPOOL_BLOCK_TXS_MAX
 from schemas.signing import KeyPair
+from writes.state import ACTIVE
+from writes.txpool import TxPool
+from writes.txs import slash_amounts
 
 log = logging.getLogger("tally.devnet")
 
@@ -41,6 +60,18 @@ TRANSFER_AMOUNT_MAX = 5 * MICRO
 TRANSFER_FEE = 1_000  # 0.001 CELL
 BAD_TX_PER_MILLE = 100  # about one tx in ten is built to be rejected
 FORK_PERIOD_BLOCKS = 20  # a competing branch wins once every 20 heights (0: never)
+GENESIS_VALIDATORS = 4
+RESERVED_ACCOUNTS = 4  # the last funded accounts: for the CLI, never signed for by the devnet
+# Validator life (0: never). Heights are drawn from the seed, once in every window of the period.
+ENROLL_PERIOD_BLOCKS = 10
+UNENROLL_PERIOD_BLOCKS = 25
+EQUIVOCATION_PERIOD_BLOCKS = 15
+VALIDATORS_ACTIVE_MAX = 8  # devnet validators voting on every block; enrollments wait below it
+VALIDATORS_ACTIVE_MIN = 2  # fewer, and the devnet enrolls at once
+ENROLL_STAKE_MIN = 50 * MICRO
+ENROLL_STAKE_SPREAD = 100 * MICRO
+OPERATOR_RESERVE = 1 * MICRO  # an operator keeps at least this much CELL after bonding a stake
+_NODE_ID = re.compile(r"devnet-node-(0|[1-9][0-9]{0,8})")
 
 Intent = Literal["applied", "bad_nonce", "insufficient_funds"]
 
@@ -89,6 +120,8 @@ class LedgerView(Protocol):
 
     def balance(self, chain_id: str, address: str, asset: str) -> int: ...
 
+    def validators(self, chain_id: str) -> list[Any]: ...  # writes.state.Validator, any phase
+
 
 class Submitter(LedgerView, Protocol):
     def submit(self, obj: Any) -> dict[str, Any]: ...
@@ -103,11 +136,11 @@ def derive_keys(seed: bytes, *, validators: int = 4, accounts: int = 20) -> Devn
     """Deterministic ML-DSA-65 keys: the same seed always gives the same devnet."""
     if validators < 1 or accounts < max(2, validators):
         raise ValueError("a devnet needs at least one validator and as many accounts (at least two)")
-    account_keys = tuple(KeyPair.from_seed(seed + f":account:{i}".encode()) for i in range(accounts))
+    account_keys = tuple(account_key(seed, i) for i in range(accounts))
     vals = tuple(
         DevnetValidator(
             node_id=f"devnet-node-{i}",
-            key=KeyPair.from_seed(seed + f":validator:{i}".encode()),
+            key=validator_key(seed, i),
             operator=account_keys[i].address,  # rewards flow back into the transfer pool
             gpu_uuid=f"GPU-devnet-{i}",
             stake=(100 + 10 * i) * MICRO,  # unequal stakes, all far above min_stake
@@ -115,6 +148,32 @@ def derive_keys(seed: bytes, *, validators: int = 4, accounts: int = 20) -> Devn
         for i in range(validators)
     )
     return DevnetKeys(validators=vals, accounts=account_keys)
+
+
+def account_seed(seed: bytes, index: int) -> bytes:
+    """The 32-byte key seed of devnet account `index` (what `tally devnet-key` writes to a key file)."""
+    material = seed + f":account:{index}".encode()
+    return material if len(material) == 32 else hashlib.sha256(material).digest()  # KeyPair.from_seed's rule
+
+
+def account_key(seed: bytes, index: int) -> KeyPair:
+    return KeyPair.from_seed(account_seed(seed, index))  # = KeyPair.from_seed(seed + b":account:i"): hashed down
+
+
+@functools.lru_cache(maxsize=4096)
+def validator_key(seed: bytes, index: int) -> KeyPair:
+    """The key of `devnet-node-{index}`, genesis or enrolled later (cached: the devnet signs with it every block)."""
+    return KeyPair.from_seed(seed + f":validator:{index}".encode())
+
+
+def trading_accounts(keys: DevnetKeys) -> tuple[KeyPair, ...]:
+    """The accounts the devnet signs for: all but the last RESERVED_ACCOUNTS."""
+    return keys.accounts[: max(2, len(keys.accounts) - RESERVED_ACCOUNTS)]
+
+
+def reserved_accounts(keys: DevnetKeys) -> tuple[KeyPair, ...]:
+    """Funded accounts the devnet never signs for: `tally devnet-key --index N` exports number N of them."""
+    return keys.accounts[len(trading_accounts(keys)) :]
 
 
 def devnet_genesis(
@@ -157,16 +216,21 @@ def plan_transfers(
     count: int,
     *,
     bad_per_mille: int = BAD_TX_PER_MILLE,
+    senders: Sequence[int] | None = None,
 ) -> list[PlannedTransfer]:
     """Random CELL transfers between accounts, nonces and funds tracked through the block.
 
     `nonces` and `balances` are the ledger's figures before the block, per account index. A transfer built
-    to be rejected does not advance the local nonce or move funds, exactly as the ledger treats it.
+    to be rejected does not advance the local nonce or move funds, exactly as the ledger treats it. `senders`
+    (default: every account) are the indexes that may send: the others' figures may change by txs the devnet
+    does not plan (the tx pool's) before these transfers.
     """
     nonce, balance = list(nonces), list(balances)
     plans: list[PlannedTransfer] = []
+    if senders is not None and not senders:
+        return plans
     for _ in range(count):
-        sender = rng.randrange(len(accounts))
+        sender = rng.randrange(len(accounts)) if senders is None else rng.choice(senders)
         receiver = rng.choice([i for i in range(len(accounts)) if i != sender])
         roll = rng.randrange(1000)
         if roll < bad_per_mille // 2:
@@ -231,6 +295,11 @@ def build_votes(keys: DevnetKeys, *, chain_id: str, height: int, block_hash: str
     return [build.vote(chain_id, v.node_id, v.key, height, block_hash) for v in voters_for(keys, height)]
 
 
+def build_all_votes(keys: DevnetKeys, *, chain_id: str, height: int, block_hash: str) -> list[dict[str, Any]]:
+    """Votes for one block from every validator in `keys`."""
+    return [build.vote(chain_id, v.node_id, v.key, height, block_hash) for v in keys.validators]
+
+
 def ledger_figures(view: LedgerView, chain_id: str, keys: DevnetKeys) -> tuple[list[int], list[int]]:
     """The next nonce and the CELL balance of every devnet account, in the ledger's canonical state."""
     addresses = [k.address for k in keys.accounts]
@@ -264,18 +333,22 @@ def block_on(
     chain_id: str,
     now_ms: int,
     txs_per_block: int,
+    leading: Sequence[dict[str, Any]] = (),
+    senders: Sequence[int] | None = None,
 ) -> tuple[dict[str, Any], list[PlannedTransfer]]:
-    """The round-robin proposer's block on `parent` (height, hash, timestamp_ms), planned from the figures
-    after it."""
+    """The round-robin proposer's block on `parent` (height, hash, timestamp_ms): the `leading` txs, then
+    transfers planned from the figures after them (`senders`: see plan_transfers)."""
     height, parent_hash, parent_ts = parent
-    plans = plan_transfers(rng, [k.address for k in keys.accounts], nonces, balances, txs_per_block)
+    plans = plan_transfers(
+        rng, [k.address for k in keys.accounts], nonces, balances, txs_per_block, senders=senders
+    )
     block = build_block(
         keys.proposer(height + 1),
         chain_id=chain_id,
         height=height + 1,
         parent=parent_hash,
         timestamp_ms=max(now_ms, parent_ts),  # a clock that stepped back must not make the block invalid
-        txs=sign_planned(keys, chain_id, plans),
+        txs=[*leading, *sign_planned(keys, chain_id, plans)],
     )
     return block, plans
 
@@ -310,11 +383,20 @@ def fork_due(seed: bytes, height: int, period_blocks: int) -> bool:
     (1 .. period, period + 1 .. 2 * period, ...), at a place in the window drawn from the seed, so the same seed
     forks at the same heights (a restarted devnet forks where it would have) and reorgs come regularly but not
     on a beat. Never with a period of 0."""
+    return due(seed, "fork", height, period_blocks)
+
+
+def due(seed: bytes, what: str, height: int, period_blocks: int) -> bool:
+    """Once in every window of `period_blocks` heights, at a place drawn from the seed for `what` (see fork_due)."""
     if period_blocks <= 0:
         return False
     window, place = divmod(height - 1, period_blocks)
-    digest = hashlib.blake2b(seed + f":fork:{window}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % period_blocks == place
+    return draw(seed, f"{what}:{window}") % period_blocks == place
+
+
+def draw(seed: bytes, what: str) -> int:
+    """A 64-bit number drawn from the seed for `what`: the same seed always draws the same."""
+    return int.from_bytes(hashlib.blake2b(seed + f":{what}".encode(), digest_size=8).digest(), "big")
 
 
 def competitor_of(keys: DevnetKeys, height: int) -> DevnetValidator | None:
@@ -380,6 +462,191 @@ def build_fork(
         txs=sign_planned(keys, chain_id, second_plans),
     )
     return [(first, first_plans), (second, second_plans)]
+
+
+# ---------------------------------------------------------------- validators: roster, enroll, unenroll, slash
+
+
+@dataclass(frozen=True)
+class Roster:
+    """The validators after the ledger's head, as the devnet sees them."""
+
+    own: tuple[DevnetValidator, ...]  # active, with keys derived from the seed, by index
+    index_of: dict[str, int]  # node_id -> K of the devnet's own validators (any phase)
+    stakes: dict[str, int]  # node_id -> stake, every validator (any phase)
+    active_stake: int  # of every active validator, the devnet's and others'
+    next_index: int  # the K of the devnet's next validator: after its newest, a node_id nobody enrolled
+
+    @property
+    def own_stake(self) -> int:
+        return sum(v.stake for v in self.own)
+
+    def finalizes_without(self, stake: int = 0) -> bool:
+        """Whether the devnet's votes would still be more than 2/3 of the active stake if `stake` of its own
+        left the active set."""
+        return 3 * (self.own_stake - stake) > 2 * (self.active_stake - stake)
+
+    def keys(self, accounts: Sequence[KeyPair]) -> DevnetKeys:
+        """The devnet's keys for the next block: its active validators (round robin) and `accounts`."""
+        return DevnetKeys(validators=self.own, accounts=tuple(accounts))
+
+
+def roster_of(seed: bytes, validators: Iterable[Any]) -> Roster:
+    """The devnet's view of a ledger's validators (writes.state.Validator): its own are `devnet-node-K` whose
+    key is the one derived from the seed for K (a node_id is anyone's to take)."""
+    own, index_of, stakes = [], {}, {}
+    active_stake = 0
+    for v in validators:
+        stakes[v.node_id] = v.stake
+        active = v.phase == ACTIVE
+        active_stake += v.stake if active else 0
+        match = _NODE_ID.fullmatch(v.node_id)
+        if match is None:
+            continue
+        index = int(match.group(1))
+        key = validator_key(seed, index)
+        if (v.alg, v.pk) != (key.alg, key.pk):
+            continue
+        index_of[v.node_id] = index
+        if active:
+            own.append((index, DevnetValidator(v.node_id, key, v.operator, v.gpu_uuid, v.stake)))
+    own.sort(key=lambda pair: pair[0])
+    # After the devnet's own newest, the first node_id nobody took (someone else may have enrolled any name).
+    next_index = max(index_of.values(), default=-1) + 1
+    while f"devnet-node-{next_index}" in stakes:
+        next_index += 1
+    return Roster(tuple(v for _, v in own), index_of, stakes, active_stake, next_index)
+
+
+@dataclass(frozen=True)
+class PlannedOp:
+    """A validator tx the devnet signs, the receipt it is built to get, and its effect on the signer's CELL."""
+
+    kind: Literal["enroll", "unenroll", "slash"]
+    sender: int  # index into the accounts the devnet signs for
+    tx: dict[str, Any]
+    intent: str  # "applied" or the rejection reason
+    cell_delta: int = 0  # the signer's CELL change when applied (- stake bonded, + reporter's share)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Evidence of an equivocation waiting for a block: the two votes, and whether to report it twice."""
+
+    node_id: str
+    evidence: tuple[dict[str, Any], dict[str, Any]]
+    twice: bool
+
+
+def apply_ops(nonces: Sequence[int], balances: Sequence[int], ops: Sequence[PlannedOp]) -> tuple[list[int], list[int]]:
+    """The figures after the ops, as the ledger applies them (a rejected op changes nothing)."""
+    nonce, balance = list(nonces), list(balances)
+    for op in ops:
+        if op.intent == "applied":
+            nonce[op.sender] += 1
+            balance[op.sender] += op.cell_delta
+    return nonce, balance
+
+
+def plan_enrollment(
+    seed: bytes,
+    roster: Roster,
+    accounts: Sequence[KeyPair],
+    nonces: Sequence[int],
+    balances: Sequence[int],
+    *,
+    chain_id: str,
+    scheduled: bool,
+    min_stake: int,
+) -> PlannedOp | None:
+    """`devnet-node-K` (K: the roster's next index) enrolled by account K, when `scheduled` and the devnet has
+    fewer than VALIDATORS_ACTIVE_MAX validators, or at once when it has fewer than VALIDATORS_ACTIVE_MIN or no
+    longer holds more than 2/3 of the active stake: then with enough stake to hold it again, as far as the
+    operator's funds go."""
+    heal = len(roster.own) < VALIDATORS_ACTIVE_MIN or not roster.finalizes_without(0)
+    if not heal and not (scheduled and len(roster.own) < VALIDATORS_ACTIVE_MAX):
+        return None
+    index = roster.next_index
+    sender = index % len(accounts)
+    stake = ENROLL_STAKE_MIN + draw(seed, f"stake:{index}") % ENROLL_STAKE_SPREAD
+    if heal:  # 3 * (own + stake) > 2 * (active + stake), with a tenth of the active stake to spare
+        stake = max(stake, 2 * roster.active_stake - 3 * roster.own_stake + 1 + roster.active_stake // 10)
+    stake = min(stake, balances[sender] - OPERATOR_RESERVE)
+    if stake < min_stake:
+        return None
+    node_id = f"devnet-node-{index}"
+    gpu_uuid = f"GPU-devnet-{index}-{draw(seed, f'gpu:{index}'):016x}"
+    tx = build.enroll(
+        chain_id, accounts[sender], node_id, gpu_uuid, stake, validator_key(seed, index), nonce=nonces[sender]
+    )
+    return PlannedOp("enroll", sender, tx, "applied", -stake)
+
+
+def plan_unenrollment(
+    roster: Roster, accounts: Sequence[KeyPair], nonces: Sequence[int], *, chain_id: str
+) -> PlannedOp | None:
+    """The oldest validator the devnet enrolled (never a genesis one) unenrolls, if that leaves the devnet more
+    than 2/3 of the active stake and at least VALIDATORS_ACTIVE_MIN validators."""
+    if len(roster.own) <= VALIDATORS_ACTIVE_MIN:
+        return None
+    senders = {k.address: i for i, k in enumerate(accounts)}
+    for v in roster.own:
+        if roster.index_of[v.node_id] < GENESIS_VALIDATORS or v.operator not in senders:
+            continue
+        if not roster.finalizes_without(v.stake):
+            return None
+        sender = senders[v.operator]
+        tx = build.unenroll(chain_id, accounts[sender], v.node_id, nonce=nonces[sender])
+        return PlannedOp("unenroll", sender, tx, "applied")
+    return None
+
+
+def choose_equivocator(seed: bytes, roster: Roster, height: int) -> DevnetValidator | None:
+    """The devnet validator that double-votes at `height` (drawn from the seed; an enrolled one rather than a
+    genesis one), if the devnet keeps more than 2/3 of the active stake and VALIDATORS_ACTIVE_MIN validators
+    even when the slash revokes it."""
+    if len(roster.own) <= VALIDATORS_ACTIVE_MIN:
+        return None
+    enrolled = [v for v in roster.own if roster.index_of[v.node_id] >= GENESIS_VALIDATORS]
+    candidates = enrolled or list(roster.own)
+    chosen = candidates[draw(seed, f"equivocator:{height}") % len(candidates)]
+    return chosen if roster.finalizes_without(chosen.stake) else None
+
+
+def equivocate(
+    seed: bytes, validator: DevnetValidator, *, chain_id: str, height: int, block_hash: str
+) -> Report:
+    """Two votes by `validator` at `height`: for the real block and for one that does not exist."""
+    phantom = hash_hex(seed + f":phantom:{chain_id}:{height}".encode())
+    votes = build.evidence(chain_id, validator.node_id, validator.key, height, (block_hash, phantom))
+    return Report(validator.node_id, (votes[0], votes[1]), twice=draw(seed, f"twice:{height}") % 2 == 0)
+
+
+def plan_reports(
+    seed: bytes,
+    report: Report,
+    roster: Roster,
+    accounts: Sequence[KeyPair],
+    nonces: Sequence[int],
+    balances: Sequence[int],
+    *,
+    chain_id: str,
+    params: dict[str, int],
+) -> list[PlannedOp]:
+    """A slash with the report's evidence (applied), and, if the report says so, the same offence reported by
+    the next account with the votes swapped (rejected: duplicate_offence; the offence is the unordered pair)."""
+    height = report.evidence[0]["height"]
+    reporter = draw(seed, f"reporter:{report.node_id}:{height}") % len(accounts)
+    stake = roster.stakes.get(report.node_id, 0)
+    _, to_reporter = slash_amounts(stake, params)
+    first = build.slash(chain_id, accounts[reporter], report.node_id, report.evidence, nonce=nonces[reporter])
+    ops = [PlannedOp("slash", reporter, first, "applied" if stake > 0 else "not_slashable", to_reporter)]
+    if report.twice:
+        again = (reporter + 1) % len(accounts)
+        swapped = [report.evidence[1], report.evidence[0]]
+        tx = build.slash(chain_id, accounts[again], report.node_id, swapped, nonce=nonces[again])
+        ops.append(PlannedOp("slash", again, tx, "duplicate_offence" if stake > 0 else "not_slashable"))
+    return ops
 
 
 @dataclass(frozen=True)
@@ -456,10 +723,14 @@ def load_or_create_seed(data_dir: Path) -> bytes:
 
 class Devnet:
     """Submits the genesis once, then one block per interval on the current head, then its votes; now and then
-    a competing branch that wins (see the module docstring).
+    a competing branch that wins, an enrollment, an unenrollment, an equivocation and its reports (see the module
+    docstring); pooled txs go into the next block.
 
     Counters: `blocks_accepted` and `blocks_rejected` (every block it submitted, competing ones included),
-    `errors` (steps that raised), `forks` (competing branches started) and `reorgs` (the ones that won)."""
+    `errors` (steps that raised), `forks` (competing branches started) and `reorgs` (the ones that won),
+    `enrollments`, `unenrollments` (applied), `equivocations`, `slashes_applied`, `slashes_rejected`,
+    `pooled_txs` (pool txs put in accepted blocks), `unexpected_receipts` (devnet txs whose receipt was not the
+    one planned) and `unfinalized` (blocks its votes did not finalize)."""
 
     def __init__(
         self,
@@ -470,6 +741,10 @@ class Devnet:
         txs_per_block: int = 20,
         chain_id: str = CHAIN_ID,
         fork_period_blocks: int = FORK_PERIOD_BLOCKS,
+        enroll_period_blocks: int = ENROLL_PERIOD_BLOCKS,
+        unenroll_period_blocks: int = UNENROLL_PERIOD_BLOCKS,
+        equivocation_period_blocks: int = EQUIVOCATION_PERIOD_BLOCKS,
+        pool: TxPool | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.service = service
@@ -478,16 +753,29 @@ class Devnet:
         self.txs_per_block = txs_per_block
         self.chain_id = chain_id
         self.fork_period_blocks = fork_period_blocks
+        self.enroll_period_blocks = enroll_period_blocks
+        self.unenroll_period_blocks = unenroll_period_blocks
+        self.equivocation_period_blocks = equivocation_period_blocks
+        self.pool = pool
         self.blocks_accepted = 0
         self.blocks_rejected = 0
         self.errors = 0
         self.forks = 0
         self.reorgs = 0
+        self.enrollments = 0
+        self.unenrollments = 0
+        self.equivocations = 0
+        self.slashes_applied = 0
+        self.slashes_rejected = 0
+        self.pooled_txs = 0
+        self.unexpected_receipts = 0
+        self.unfinalized = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._keys: DevnetKeys | None = None
         self._seed = b""
         self._rng = rng if rng is not None else random.Random()
+        self._reports: deque[Report] = deque(maxlen=16)  # equivocations waiting for a block to report them
 
     def start(self) -> None:
         if self._thread is not None:
@@ -515,28 +803,43 @@ class Devnet:
         else:
             # A crash may have come between a block and its votes, or in the middle of a fork: the head
             # finalizes, and a competing block left on the side stays there.
-            self._vote_for_head(keys)
+            self._vote_for_head()
         return keys
+
+    def roster(self) -> Roster:
+        return roster_of(self._seed, self.service.validators(self.chain_id))
 
     def step(self) -> dict[str, Any]:
         """Build, submit and vote for one block; returns the block's result. When a fork is due at the new
         height and wins, the result is that of the competing block that reorganized the ledger."""
         if self._keys is None:
             self._keys = self.ensure_genesis()
-        keys = self._keys
         head = self.service.head(self.chain_id)
         if head is None:
             raise LookupError(f"chain {self.chain_id!r} has no genesis yet")
+        roster = self.roster()
+        if not roster.own:
+            raise RuntimeError(
+                f"no active validator of chain {self.chain_id!r} has a key derived from {self.data_dir / SEED_FILE}:"
+                " is it the seed this chain's genesis was made from?"
+            )
+        keys = roster.keys(trading_accounts(self._keys))
         nonces, balances = ledger_figures(self.service, self.chain_id, keys)  # a fork plans from them too
+        height = head[0] + 1
+        fork = len(keys.validators) > 1 and fork_due(self._seed, height, self.fork_period_blocks)
+        # A block that a fork will replace carries only transfers: validator txs and pooled txs wait for the next.
+        ops, pooled = ([], []) if fork else self._next_txs(roster, keys, height, nonces, balances)
+        figures = apply_ops(nonces, balances, ops)
         block, plans = block_on(
             keys,
             self._rng,
             head,
-            nonces,
-            balances,
+            *figures,
             chain_id=self.chain_id,
             now_ms=_now_ms(),
             txs_per_block=self.txs_per_block,
+            leading=[*(op.tx for op in ops), *pooled],
+            senders=_untouched(keys, pooled) if pooled else None,
         )
         result = self.service.submit(block)
         if result.get("status") != "accepted":
@@ -545,17 +848,80 @@ class Devnet:
             if result.get("reason") in ("bad_signature", "proposer_not_active"):
                 hint = f" (is {self.data_dir / SEED_FILE} the seed this chain's genesis was made from?)"
             log.warning(
-                "devnet block %s refused: %s: %s%s", block["height"], result.get("reason"), result.get("message"), hint
-            )
+                "devnet block %s refused: %s: %s%s (%d pooled txs dropped)",
+                block["height"], result.get("reason"), result.get("message"), hint, len(pooled),
+            )  # fmt: skip
             return result
         self.blocks_accepted += 1
-        if len(keys.validators) > 1 and fork_due(self._seed, block["height"], self.fork_period_blocks):
+        self.pooled_txs += len(pooled)
+        self._count_ops(ops, result["receipts"])
+        if fork:
             # The block's votes are withheld: a final block could never be reverted.
             won = self._fork(keys, head, nonces, balances, block, plans)
             if won is not None:
                 return won
-        self._vote(keys, block["height"], result["hash"])
+        self._vote(block["height"], result["hash"])
+        if not fork and due(self._seed, "equivocation", block["height"], self.equivocation_period_blocks):
+            self._equivocate(block["height"], result["hash"])
         return result
+
+    def _next_txs(
+        self, roster: Roster, keys: DevnetKeys, height: int, nonces: list[int], balances: list[int]
+    ) -> tuple[list[PlannedOp], list[dict[str, Any]]]:
+        """The devnet's validator txs for the block at `height` (enroll, unenroll, then reports), in the order the
+        block carries them, each planned from the figures after the ones before; and the pooled txs."""
+        accounts, params = keys.accounts, PARAM_DEFAULTS  # the devnet genesis takes the defaults
+        ops: list[PlannedOp] = []
+        enroll = plan_enrollment(
+            self._seed, roster, accounts, nonces, balances, chain_id=self.chain_id, min_stake=params["min_stake"],
+            scheduled=due(self._seed, "enroll", height, self.enroll_period_blocks),
+        )  # fmt: skip
+        ops += [enroll] if enroll is not None else []
+        if due(self._seed, "unenroll", height, self.unenroll_period_blocks):
+            unenroll = plan_unenrollment(roster, accounts, apply_ops(nonces, balances, ops)[0], chain_id=self.chain_id)
+            ops += [unenroll] if unenroll is not None else []
+        if self._reports:
+            report = self._reports.popleft()
+            ops += plan_reports(
+                self._seed, report, roster, accounts, *apply_ops(nonces, balances, ops), chain_id=self.chain_id,
+                params=params,
+            )  # fmt: skip
+        room = max(0, params["max_block_txs"] - len(ops) - self.txs_per_block)
+        pooled = self.pool.take(min(room, TXPOOL_BLOCK_TXS_MAX)) if self.pool is not None else []
+        return ops, pooled
+
+    def _count_ops(self, ops: Sequence[PlannedOp], receipts: Sequence[dict[str, Any]]) -> None:
+        for op, receipt in zip(ops, receipts, strict=False):  # the ops lead the block
+            outcome = receipt["reason"] or receipt["status"]
+            if op.kind == "slash":
+                if receipt["status"] == "applied":
+                    self.slashes_applied += 1
+                else:
+                    self.slashes_rejected += 1
+            elif receipt["status"] == "applied":
+                if op.kind == "enroll":
+                    self.enrollments += 1
+                else:
+                    self.unenrollments += 1
+            if outcome != op.intent:
+                self.unexpected_receipts += 1
+                log.warning("devnet %s at height %d: %s, planned %s", op.kind, receipt["height"], outcome, op.intent)
+            else:
+                log.info("devnet %s %s at height %d: %s", op.kind, op.tx["node_id"], receipt["height"], outcome)
+
+    def _equivocate(self, height: int, hash_: str) -> None:
+        """A devnet validator also votes for a block that does not exist at `height`; the next block reports it."""
+        validator = choose_equivocator(self._seed, self.roster(), height)
+        if validator is None:
+            return
+        report = equivocate(self._seed, validator, chain_id=self.chain_id, height=height, block_hash=hash_)
+        result = self.service.submit(report.evidence[1])  # its vote for the real block is in already
+        if result.get("status") != "accepted":
+            log.warning("devnet equivocation vote refused: %s", result)
+            return
+        self.equivocations += 1
+        self._reports.append(report)
+        log.info("devnet equivocation: %s voted twice at height %d", validator.node_id, height)
 
     def _fork(
         self,
@@ -608,17 +974,24 @@ class Devnet:
             branch[-1][0]["proposer"],
         )
         for (block, _), result in zip(branch, results, strict=True):
-            self._vote(keys, block["height"], result["hash"])
+            self._vote(block["height"], result["hash"])
         return results[-1]
 
-    def _vote(self, keys: DevnetKeys, height: int, hash_: str) -> None:
-        self.service.submit_many(build_votes(keys, chain_id=self.chain_id, height=height, block_hash=hash_))
+    def _vote(self, height: int, hash_: str) -> None:
+        """Votes from every active validator the devnet has keys for, in the state after the block."""
+        keys = self.roster().keys(())
+        votes = build_all_votes(keys, chain_id=self.chain_id, height=height, block_hash=hash_)
+        results = self.service.submit_many(votes)
+        finalized = max((r.get("finalized_height") or 0 for r in results), default=0)
+        if finalized < height:
+            self.unfinalized += 1
+            log.warning("devnet votes did not finalize height %d (finalized: %d)", height, finalized)
 
-    def _vote_for_head(self, keys: DevnetKeys) -> None:
+    def _vote_for_head(self) -> None:
         head = self.service.head(self.chain_id)
         if head is not None and head[0] > 0:
             height, hash_, _ = head
-            self._vote(keys, height, hash_)
+            self._vote(height, hash_)
 
     def _run(self) -> None:
         interval_s = self.block_interval_ms / 1000
@@ -631,6 +1004,12 @@ class Devnet:
                 log.exception("devnet step failed")
             next_at = max(next_at + interval_s, time.monotonic())
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def _untouched(keys: DevnetKeys, pooled: Sequence[dict[str, Any]]) -> list[int]:
+    """The accounts no pooled tx signs for or pays: their figures are the ledger's when the transfers come."""
+    touched = {tx.get("signer") for tx in pooled} | {tx.get("to") for tx in pooled}
+    return [i for i, k in enumerate(keys.accounts) if k.address not in touched]
 
 
 def _now_ms() -> int:
