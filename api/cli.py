@@ -1,4 +1,5 @@
 """The `tally` command line: `tally up` runs the whole embedded stack, `tally submit` posts a JSONL file.
+The commands for operators and slashers (keys, enroll, unenroll, slash, evidence, validators) are in api/cli_txs.py.
 
 `tally up` wires, in one process: the write side (LedgerService), the projection store on the chdb engine
 under the data dir, the follower thread, the API on uvicorn and, unless --no-devnet, the devnet thread.
@@ -29,6 +30,7 @@ import click
 import httpx
 import uvicorn
 
+from api.cli_txs import COMMANDS as TX_COMMANDS
 from schemas.canonical import ZERO_HASH
 from schemas.events import LedgerEvent
 from schemas.reasons import MALFORMED_COMMAND, PAYLOAD_TOO_LARGE, Rejection
@@ -340,6 +342,10 @@ def _on_signals(server: uvicorn.Server) -> None:
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+
+
+for _command in TX_COMMANDS:  # keygen, devnet-key, enroll, unenroll, slash, evidence, validators, slash-receipt
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

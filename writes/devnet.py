@@ -61,6 +61,7 @@ TRANSFER_FEE = 1_000  # 0.001 CELL
 BAD_TX_PER_MILLE = 100  # about one tx in ten is built to be rejected
 FORK_PERIOD_BLOCKS = 20  # a competing branch wins once every 20 heights (0: never)
 GENESIS_VALIDATORS = 4
+ACCOUNTS = 20  # funded at genesis
 RESERVED_ACCOUNTS = 4  # the last funded accounts: for the CLI, never signed for by the devnet
 # Validator life (0: never). Heights are drawn from the seed, once in every window of the period.
 ENROLL_PERIOD_BLOCKS = 10
@@ -132,7 +133,7 @@ class Submitter(LedgerView, Protocol):
 # ---------------------------------------------------------------- pure builders
 
 
-def derive_keys(seed: bytes, *, validators: int = 4, accounts: int = 20) -> DevnetKeys:
+def derive_keys(seed: bytes, *, validators: int = GENESIS_VALIDATORS, accounts: int = ACCOUNTS) -> DevnetKeys:
     """Deterministic ML-DSA-65 keys: the same seed always gives the same devnet."""
     if validators < 1 or accounts < max(2, validators):
         raise ValueError("a devnet needs at least one validator and as many accounts (at least two)")
@@ -176,11 +177,18 @@ def reserved_accounts(keys: DevnetKeys) -> tuple[KeyPair, ...]:
     return keys.accounts[len(trading_accounts(keys)) :]
 
 
+def reserved_account_seed(seed: bytes, number: int) -> bytes:
+    """The key seed of reserved account `number` of the devnet made from `seed` (`tally devnet-key`)."""
+    if not 0 <= number < RESERVED_ACCOUNTS:
+        raise ValueError(f"the devnet reserves accounts 0 .. {RESERVED_ACCOUNTS - 1}")
+    return account_seed(seed, ACCOUNTS - RESERVED_ACCOUNTS + number)
+
+
 def devnet_genesis(
     seed: bytes,
     chain_id: str = CHAIN_ID,
-    validators: int = 4,
-    accounts: int = 20,
+    validators: int = GENESIS_VALIDATORS,
+    accounts: int = ACCOUNTS,
     timestamp_ms: int = 0,
 ) -> tuple[dict[str, Any], DevnetKeys]:
     """The devnet's genesis and the keys behind it."""
