@@ -2,14 +2,18 @@
 hash chain is intact, that every projection table equals a fresh projection of the whole log, and that the
 chain went on after the restart.
 
+Then the same for a reorganization: SIGKILL while its command is saved, or while its events are projected.
+
 Run as a script, this file is also the helper that compares the projections in a process of its own (chdb
-opens one engine path per process): `python tests/test_crash.py compare DATA_DIR`.
+opens one engine path per process): `python tests/test_crash.py compare DATA_DIR`; and the children of the reorg
+tests (`project`, `submit`, `check`).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -212,7 +216,299 @@ def _multiset(store: Any, table: str) -> Counter[str]:
     return Counter(repr(tuple(row)) for row in rows)
 
 
+# ---------------------------------------------------------------- SIGKILL in the middle of a reorganization
+# A log with two branches of REORG_DEPTH blocks from the genesis, then the block that makes the side branch longer:
+# its command reverts REORG_DEPTH blocks and reapplies as many (2 * REORG_DEPTH + 2 events, one transaction).
+# The process is killed while it saves that command, or while its follower projects those events; after a
+# restart the log holds all of the command's events or none, and the views equal a fresh projection of the log
+# and the fold of the write side. Projections run in child processes (chdb: one engine path per process).
+
+REORG_DEPTH = 12
+REORG_BATCH_EVENTS = 3  # the follower's batches while it is killed: the reorg's events span several batches
+# Kill points of the projection, "BATCH:INSERT": the follower dies just before the INSERT-th insert of its
+# BATCH-th batch (both from 1; "cp": just before the batch's checkpoint, every row of it written). A batch of
+# reorg events writes several tables, then its checkpoint; the 26 events make 9 batches.
+PROJECTION_KILL_POINTS = ("1:1", "1:2", "2:cp", "5:3", "9:2", "9:cp")
+# Kill points of the save: after inserting this many of the command's events in its transaction, or (-1)
+# after the transaction committed, before the ledger folded it.
+SAVE_KILL_EVENTS = (0, 1, 2 * REORG_DEPTH + 1, -1)
+CHILD_TIMEOUT_S = 300
+
+
+def _reorg_data(data: Path) -> dict[str, Any]:
+    """The log up to the reorg (both branches, the side one recorded) and the block that triggers it."""
+    from schemas.canonical import block_hash
+    from tests.chain import ALICE, BOB, CAROL, CELL, Chain, genesis_command, open_service, validators
+
+    vals = validators()
+    service = open_service(data)
+    try:
+        chain = Chain(service, genesis_command(vals=vals), vals)
+        for h in range(REORG_DEPTH):
+            chain.apply([chain.transfer(ALICE, BOB.address, CELL, fee=1, nonce=h),
+                         chain.transfer(CAROL, ALICE.address, 2 * CELL, nonce=h)])
+        parent = chain.genesis_hash
+        side = []
+        for h in range(REORG_DEPTH + 1):
+            txs = [chain.transfer(BOB, CAROL.address, 3 * CELL, fee=2, nonce=h),
+                   chain.transfer(ALICE, CAROL.address, CELL, nonce=h)]
+            blk = chain.block(txs, parent=parent, proposer=1, height=h + 1,
+                              timestamp_ms=chain.state.blocks[parent].timestamp_ms + 1_000)
+            if h < REORG_DEPTH:
+                result = chain.submit(blk)
+                assert result["status"] == "accepted" and result["canonical"] is False, result
+            side.append(blk)
+            parent = block_hash(blk)
+        return {"trigger": side[-1], "position": service.max_position(), "tip": chain.state.tip.hash,
+                "new_tip": block_hash(side[-1])}
+    finally:
+        service.close()
+
+
+def _child(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *args], cwd=ROOT, env=_env(), capture_output=True,
+        text=True, timeout=CHILD_TIMEOUT_S,
+    )
+
+
+def _submit_trigger(data: Path, trigger: dict[str, Any]) -> dict[str, Any]:
+    from tests.chain import open_service
+
+    service = open_service(data)
+    try:
+        return service.submit(trigger)
+    finally:
+        service.close()
+
+
+def _assert_views_equal_fresh_fold(data: Path) -> dict[str, Any]:
+    """Restart the follower (it recovers and catches up), then: every table equals a fresh projection of the log,
+    and the read model equals the write side's fold of the log (head, every account, every receipt)."""
+    from tests.chain import open_service
+
+    done = _child("check", str(data))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    events = log_events(data)
+    assert_hash_chain(events)
+    assert report["checkpoint"] == report["log_position"] == len(events)
+    for table, diff in report["tables"].items():
+        assert diff["only_live"] == [] and diff["only_fresh"] == [], f"{table} differs: {diff}"
+    service = open_service(data)
+    try:
+        chain = next(iter(service.ledger.chains.values()))
+        head = report["views"]["head"]
+        assert (head["height"], head["hash"]) == (chain.tip.height, chain.tip.hash)
+        assert head["finalized_height"] == chain.finalized_height
+        assert [b["hash"] for b in report["views"]["blocks"]] == list(reversed(chain.canonical))
+        for address, account in report["views"]["accounts"].items():
+            assert account["nonce"] == chain.next_nonce(address), address
+            assert {b["asset"]: b["amount"] for b in account["balances"]} == {
+                asset: n for (a, asset), n in chain.balances.items() if a == address and n
+            }, address
+        # Receipts: a tx of the canonical branch is applied in its canonical block, any other was reverted.
+        canonical = set(chain.canonical)
+        for receipt in report["views"]["receipts"].values():
+            expected = "applied" if receipt["block_hash"] in canonical else "reverted"
+            assert receipt["status"] == expected, receipt
+    finally:
+        service.close()
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("kill_at", PROJECTION_KILL_POINTS)
+def test_sigkill_while_projecting_a_reorg(tmp_path: Path, kill_at: str) -> None:
+    needs_the_stack()
+    data = tmp_path / "data"
+    setup = _reorg_data(data)
+    done = _child("project", str(data))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["position"] == setup["position"]
+    result = _submit_trigger(data, setup["trigger"])
+    assert result["reorg"]["depth"] == REORG_DEPTH, result
+    killed = _child("project", str(data), "--batch-events", str(REORG_BATCH_EVENTS), "--kill-at", kill_at)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stdout, killed.stderr)
+    report = _assert_views_equal_fresh_fold(data)
+    # Killed after some rows of a batch and before its checkpoint: the restart deleted them first.
+    assert (report["recovered_rows"] > 0) == (not kill_at.endswith(":1")), report["recovered_rows"]
+    assert report["views"]["head"]["hash"] == setup["new_tip"]
+    assert report["views"]["reorgs"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("kill_after_events", SAVE_KILL_EVENTS)
+def test_sigkill_while_saving_a_reorg(tmp_path: Path, kill_after_events: int) -> None:
+    needs_the_stack()
+    data = tmp_path / "data"
+    setup = _reorg_data(data)
+    trigger = tmp_path / "trigger.json"
+    trigger.write_text(json.dumps(setup["trigger"]))
+    killed = _child("submit", str(data), str(trigger), "--kill-after-events", str(kill_after_events))
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stdout, killed.stderr)
+    events = log_events(data)
+    assert_hash_chain(events)
+    reorg_events = 2 * REORG_DEPTH + 2
+    if kill_after_events >= 0:
+        # Not committed: none of the command's events, and the ledger restarts on the old tip.
+        assert len(events) == setup["position"]
+        result = _submit_trigger(data, setup["trigger"])
+        assert result["status"] == "accepted" and result["reorg"]["depth"] == REORG_DEPTH, result
+    else:
+        # Committed: all of them, in order, and the ledger restarts on the new tip (the block is a duplicate).
+        kinds = [type(e).__name__ for e in events[setup["position"]:]]
+        assert kinds == ["ChainReorganized"] + ["BlockReverted"] * REORG_DEPTH + ["BlockReapplied"] * REORG_DEPTH + [
+            "BlockApplied"
+        ]
+        assert len(kinds) == reorg_events
+        assert _submit_trigger(data, setup["trigger"])["reason"] == "duplicate_block"
+    assert len(log_events(data)) == setup["position"] + reorg_events
+    report = _assert_views_equal_fresh_fold(data)
+    assert report["views"]["head"]["hash"] == setup["new_tip"]
+
+
+# ---------------------------------------------------------------- the children of the reorg tests
+
+
+def child_project(data_dir: Path, batch_events: int | None, kill_at: str | None) -> dict[str, Any]:
+    """Run a follower on the views of `data_dir` until it caught up; with `kill_at` ("BATCH:INSERT" or
+    "BATCH:cp", see PROJECTION_KILL_POINTS), SIGKILL this process just before that insert."""
+    import os
+    import signal as signals
+
+    from projections.store import ProjectionStore
+    from streams.follower import Follower
+    from writes.service import LedgerApplication
+
+    settings = from_env(data_dir=data_dir)
+    app = LedgerApplication(env=settings.event_store_env())
+    store = ProjectionStore(settings.views_dsn)
+    if kill_at is not None:
+        batch, at = kill_at.split(":")
+        insert, done = store.client.insert, {"batches": 0, "inserts": 0}
+
+        def insert_or_die(table: str, *args: Any, **kwargs: Any) -> Any:
+            done["inserts"] += 1
+            if done["batches"] + 1 == int(batch) and (
+                table == "checkpoints" if at == "cp" else done["inserts"] == int(at)
+            ):
+                os.kill(os.getpid(), signals.SIGKILL)
+            if table == "checkpoints":  # the last insert of a batch
+                done["batches"], done["inserts"] = done["batches"] + 1, 0
+            return insert(table, *args, **kwargs)
+
+        store.client.insert = insert_or_die  # type: ignore[method-assign]
+    options = {} if batch_events is None else {"batch_events_max": batch_events}
+    follower = Follower(app, store, **options)  # type: ignore[arg-type]
+    follower.run_until_caught_up()
+    report = {"position": follower.position, "recovered_rows": follower.recovered_rows}
+    store.close()
+    app.close()
+    return report
+
+
+def child_submit(data_dir: Path, command_file: Path, kill_after_events: int) -> None:
+    """Submit a command and SIGKILL this process in its save: after `kill_after_events` of its events were
+    inserted in the open transaction, or (-1) once the transaction committed."""
+    import os
+    import signal as signals
+
+    from tests.chain import open_service
+
+    service = open_service(data_dir)
+    recorder = service.app.recorder
+
+    def die() -> None:
+        os.kill(os.getpid(), signals.SIGKILL)
+
+    if kill_after_events >= 0:
+        insert = recorder._insert_events  # type: ignore[attr-defined]
+
+        def insert_some(c: Any, stored_events: Any, **kwargs: Any) -> Any:
+            insert(c, stored_events[:kill_after_events], **kwargs)
+            die()
+
+        recorder._insert_events = insert_some  # type: ignore[attr-defined]
+    else:
+        save = service.app.save
+
+        def save_then_die(*args: Any, **kwargs: Any) -> Any:
+            save(*args, **kwargs)
+            die()
+
+        service.app.save = save_then_die  # type: ignore[method-assign]
+    service.submit(json.loads(command_file.read_text()))
+    raise SystemExit("the command was saved without reaching the kill point")
+
+
+def child_check(data_dir: Path) -> dict[str, Any]:
+    """Restart the follower until caught up, compare every table with a fresh projection, and read the views."""
+    from projections.queries import ReadModel
+    from projections.store import ProjectionStore
+    from schemas.limits import PAGE_SIZE_MAX
+    from tests.chain import ACCOUNTS, validators
+
+    projected = child_project(data_dir, None, None)
+    report = compare(data_dir)
+    report["recovered_rows"] = projected["recovered_rows"]
+    store = ProjectionStore(from_env(data_dir=data_dir).views_dsn)
+    try:
+        read = ReadModel(store)
+        chain_id = read.default_chain()
+        assert chain_id is not None
+        addresses = [k.address for k in ACCOUNTS] + [v.operator.address for v in validators()]
+        tx_ids = [t for a in addresses for t in _tx_ids_of(read, chain_id, a)]
+        report["views"] = {
+            "head": read.head(chain_id),
+            "blocks": read.blocks(chain_id, PAGE_SIZE_MAX),
+            "accounts": {a: read.account(chain_id, a) for a in addresses},
+            "receipts": {t: read.receipt(t, chain_id) for t in _all_tx_ids(data_dir) + tx_ids},
+            "reorgs": len(read.reorgs(chain_id, PAGE_SIZE_MAX)),
+        }
+    finally:
+        store.close()
+    return report
+
+
+def _tx_ids_of(read: Any, chain_id: str, address: str) -> list[str]:
+    return [tx["tx_id"] for tx in read.transactions(chain_id, address, first=500)]
+
+
+def _all_tx_ids(data_dir: Path) -> list[str]:
+    """Every tx id the log's blocks carry, canonical or not."""
+    from schemas.events import BlockApplied, BlockRecorded
+
+    return [t for e in log_events(data_dir) if isinstance(e, (BlockApplied, BlockRecorded)) for t in e.tx_ids]
+
+
+def _main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="test_crash.py")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("compare").add_argument("data_dir", type=Path)
+    project = sub.add_parser("project")
+    project.add_argument("data_dir", type=Path)
+    project.add_argument("--batch-events", type=int)
+    project.add_argument("--kill-at")
+    submit = sub.add_parser("submit")
+    submit.add_argument("data_dir", type=Path)
+    submit.add_argument("command_file", type=Path)
+    submit.add_argument("--kill-after-events", type=int, required=True)
+    sub.add_parser("check").add_argument("data_dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.cmd == "compare":
+        print(json.dumps(compare(args.data_dir)))
+    elif args.cmd == "project":
+        print(json.dumps(child_project(args.data_dir, args.batch_events, args.kill_at)))
+    elif args.cmd == "submit":
+        child_submit(args.data_dir, args.command_file, args.kill_after_events)
+    else:
+        print(json.dumps(child_check(args.data_dir), default=str))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "compare":
-        sys.exit("usage: test_crash.py compare DATA_DIR")
-    print(json.dumps(compare(Path(sys.argv[2]))))
+    _main(sys.argv[1:])

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.benchmarks import accelerators, account, ingest, projection
+from tests.benchmarks import accelerators, account, ingest, projection, reorg
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "ingest": lambda: ingest.ingest_rate(blocks_n=8, txs_per_block=1000),
@@ -18,6 +18,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "projection_small_events": lambda: projection.projection_rate(blocks=10000, txs_per_block=0, votes_per_block=3),
     "graphql_account": lambda: account.account_latency(accounts=100_000, queries=1_000),
     "accelerators": accelerators.accelerator_rates,
+    "reorg": lambda: reorg.reorg_cost(depths=(1, 10, 100), txs_per_block=1000),
 }
 
 
