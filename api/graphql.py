@@ -34,10 +34,12 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.utils.logging import StrawberryLogger
 
 from api import args, cursors
+from api.gql_families import families
 from api.gql_types import (
     BIGINT_SCALAR,
     Account,
@@ -321,9 +323,16 @@ _LIMIT_RULES = [
 ]
 
 
+def query_type() -> type:
+    """The root Query: the core fields above and those of each domain family (validators, bridge reserves), each
+    in its own module with its own `Query` type (api/gql_families.py)."""
+    extra = families()
+    return merge_types("Query", (Query, *extra)) if extra else Query
+
+
 def build_schema() -> strawberry.Schema:
     return _Schema(
-        query=Query,
+        query=query_type(),
         config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=limits.GRAPHQL_TOKENS_MAX),

@@ -19,6 +19,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from projections.family import Family, Row, Rows, merge_rows
+from projections.family import families as _families
 from schemas.canonical import EMPTY_ROOT, ZERO_HASH
 from schemas.events import (
     TX_SUMMARY_FIELDS,
@@ -34,12 +36,9 @@ from schemas.events import (
     block_summary,
 )
 
-Row = tuple[Any, ...]
-Rows = dict[str, list[Row]]
-
 # Column order of every table, as schemas/clickhouse/*.sql create them. The order of this mapping is
 # the sink's write order: `chain_head` comes last, so a reader that sees a head sees every row up to it.
-COLUMNS: dict[str, tuple[str, ...]] = {
+_CORE_COLUMNS: dict[str, tuple[str, ...]] = {
     "chains": ("chain_id", "genesis_hash", "timestamp_ms", "params", "position"),
     "blocks": (
         "chain_id", "height", "hash", "parent", "proposer", "operator", "timestamp_ms", "tx_root",
@@ -66,7 +65,13 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "new_tip_height", "new_tip_hash", "reverted", "applied", "position",
     ),
     "projection_errors": ("chain_id", "topic", "error", "position"),
-    "chain_head": ("chain_id", "kind", "height", "hash", "timestamp_ms", "position"),
+}
+_HEAD_COLUMNS = {"chain_head": ("chain_id", "kind", "height", "hash", "timestamp_ms", "position")}
+FAMILIES: tuple[Family, ...] = _families()
+COLUMNS: dict[str, tuple[str, ...]] = {
+    **_CORE_COLUMNS,
+    **{table: columns for family in FAMILIES for table, columns in family.columns.items()},
+    **_HEAD_COLUMNS,
 }
 
 NATIVE_ASSET = "CELL"
@@ -83,12 +88,22 @@ def project(position: int, event: LedgerEvent) -> Rows:
     return _PROJECTORS[event.KIND](position, event)
 
 
+def _with_families(rows: Rows, more: list[Rows]) -> Rows:
+    for extra in more:
+        merge_rows(rows, extra)
+    return rows
+
+
 def project_error(position: int, topic: str, error: str, chain_id: str = "") -> Rows:
     """The row recording an event that could not be decoded or projected."""
     return {"projection_errors": [(chain_id, topic, error[:ERROR_TEXT_MAX], position)]}
 
 
 def _genesis(position: int, e: GenesisAccepted) -> Rows:
+    return _with_families(_genesis_rows(position, e), [f.genesis(position, e) for f in FAMILIES])
+
+
+def _genesis_rows(position: int, e: GenesisAccepted) -> Rows:
     c, ts = e.chain_id, e.timestamp_ms
     stakes = sum(v["stake"] for v in e.validators)
     allocated = sum(amount for _, amount in e.allocations)
@@ -107,11 +122,13 @@ def _genesis(position: int, e: GenesisAccepted) -> Rows:
 
 def _applied(position: int, e: BlockApplied | BlockReapplied) -> Rows:
     """A block put on the canonical chain: by extending it, or by a reorganization (the same rows)."""
-    return _block_rows(position, block_summary(e), reverted=False)
+    b = block_summary(e)
+    return _with_families(_block_rows(position, b, reverted=False), [f.block(position, b, False) for f in FAMILIES])
 
 
 def _reverted(position: int, e: BlockReverted) -> Rows:
-    return _block_rows(position, block_summary(e), reverted=True)
+    b = block_summary(e)
+    return _with_families(_block_rows(position, b, reverted=True), [f.block(position, b, True) for f in FAMILIES])
 
 
 def _recorded(position: int, e: BlockRecorded) -> Rows:
@@ -217,4 +234,5 @@ _PROJECTORS: dict[str, Callable[[int, Any], Rows]] = {
     BlockReapplied.KIND: _applied,
     VoteAccepted.KIND: _vote,
     BlockFinalized.KIND: _finalized,
+    **{kind: projector for family in FAMILIES for kind, projector in family.events.items()},
 }
