@@ -21,7 +21,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -30,9 +30,8 @@ import click
 import httpx
 import uvicorn
 
+from api.cli_compliance import COMMANDS as COMPLIANCE_COMMANDS
 from api.cli_txs import COMMANDS as TX_COMMANDS
-from schemas.canonical import ZERO_HASH
-from schemas.events import LedgerEvent
 from schemas.reasons import MALFORMED_COMMAND, PAYLOAD_TOO_LARGE, Rejection
 from schemas.settings import Settings, from_env
 
@@ -177,65 +176,6 @@ def submit(file: IO[str], url: str | None) -> None:
     sys.exit(code)
 
 
-# ---------------------------------------------------------------- tally verify
-
-
-@dataclass
-class LogCheck:
-    events: int = 0
-    last_hash: str = ZERO_HASH
-    problems: list[str] = field(default_factory=list)
-
-
-def check_log(events: Iterable[LedgerEvent], problems_max: int = 20) -> LogCheck:
-    """Every break in the log: a sequence number out of order, a `prev_hash` that is not the hash before."""
-    check = LogCheck()
-    for event in events:
-        if event.seq != check.events + 1:
-            check.problems.append(f"event {event.seq}: expected sequence number {check.events + 1}")
-        if event.prev_hash != check.last_hash:
-            check.problems.append(f"event {event.seq}: prev_hash is not the hash of the event before")
-        check.events, check.last_hash = check.events + 1, event.hash()
-        if len(check.problems) >= problems_max:
-            break
-    return check
-
-
-@main.command()
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The data directory of `tally up` [default: ./data].",
-)
-def verify(data_dir: Path | None) -> None:
-    """Check every link of the log's hash chain (exit 1 if one is broken)."""
-    from writes.service import LedgerApplication
-
-    settings = from_env(data_dir=data_dir)
-    app = LedgerApplication(env=settings.event_store_env())
-    try:
-        check = check_log(_log_events(app))
-    finally:
-        app.close()
-    for problem in check.problems:
-        click.echo(f"tally verify: {problem}", err=True)
-    if check.problems:
-        sys.exit(EXIT_REJECTED)
-    click.echo(f"tally verify: {check.events} events, hash chain intact, last hash {check.last_hash}")
-
-
-def _log_events(app: Any, section: int = 1_000) -> Iterator[LedgerEvent]:
-    start = 1
-    while True:
-        notifications = app.recorder.select_notifications(start, section)
-        for notification in notifications:
-            yield app.mapper.to_domain_event(notification)
-        if len(notifications) < section:
-            return
-        start = notifications[-1].id + 1
-
-
 # ---------------------------------------------------------------- tally up
 
 
@@ -343,6 +283,9 @@ def _on_signals(server: uvicorn.Server) -> None:
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
 
+
+for _command in COMPLIANCE_COMMANDS:  # verify (replay and export as they land)
+    main.add_command(_command)
 
 for _command in TX_COMMANDS:  # keygen, devnet-key, enroll, unenroll, slash, evidence, validators, slash-receipt
     main.add_command(_command)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from accelerators.verify import BatchVerifier, verify_one
+from accelerators.verify import BatchVerifier
 from schemas import commands
 from schemas.canonical import block_hash, canonical_bytes, genesis_hash, tx_root
 from schemas.events import (
@@ -68,7 +68,7 @@ def decide(
         return decide_block(ledger, command, verifier, inspection, attestor)
     if kind == "attest_reserves":
         return decide_attestation(ledger, command, attestor)
-    return decide_vote(ledger, command, attestor)
+    return decide_vote(ledger, command, verifier, attestor)
 
 
 def decide_genesis(ledger: Ledger, genesis: Mapping[str, Any]) -> Decision:
@@ -105,7 +105,7 @@ def decide_block(
     bhash = block_hash(block)
     parent = _check_header(chain, block, bhash)
     branch = BranchView(chain, parent)
-    _check_proposer(branch, block)
+    _check_proposer(branch, block, verifier)
     tx_ids = _check_txs(chain, block, verifier, inspection)
     receipts, effects = apply_txs(branch, block)
     payload = {
@@ -165,13 +165,13 @@ def _check_header(chain: ChainState, block: Mapping[str, Any], bhash: str) -> Bl
     return parent
 
 
-def _check_proposer(branch: BranchView, block: Mapping[str, Any]) -> None:
+def _check_proposer(branch: BranchView, block: Mapping[str, Any], verifier: BatchVerifier) -> None:
     """The proposer must be active in the state after the parent, on its own branch, and have signed."""
     validator = branch.validator(block["proposer"])
     if validator is None or validator.phase != ACTIVE:
         raise Rejection("proposer_not_active", f"proposer {block['proposer']!r} is not an active validator")
     header_msg = canonical_bytes({k: v for k, v in block.items() if k != "txs"}, drop_sig=True)
-    if not verify_one(validator.alg, validator.pk, header_msg, bytes.fromhex(block["sig"])):
+    if not verifier.verify_one(validator.alg, validator.pk, header_msg, bytes.fromhex(block["sig"])):
         raise Rejection("bad_signature", f"header signature does not verify under {block['proposer']!r}'s key")
 
 
@@ -278,7 +278,9 @@ def _finality(chain: ChainState, block: BlockInfo, head: BlockInfo) -> Draft | N
 # ----------------------------------------------------------------------------------------------- votes
 
 
-def decide_vote(ledger: Ledger, vote: Mapping[str, Any], attestor: Attestor | None = None) -> Decision:
+def decide_vote(
+    ledger: Ledger, vote: Mapping[str, Any], verifier: BatchVerifier, attestor: Attestor | None = None
+) -> Decision:
     commands.check_vote_shape(vote)
     chain = ledger.chains.get(vote["chain_id"])
     if chain is None:
@@ -289,7 +291,8 @@ def decide_vote(ledger: Ledger, vote: Mapping[str, Any], attestor: Attestor | No
         raise Rejection("unknown_validator", f"no validator {node_id!r} on chain {chain.chain_id!r}")
     if validator.phase != ACTIVE:
         raise Rejection("not_active", f"validator {node_id!r} is {validator.phase}")
-    if not verify_one(validator.alg, validator.pk, canonical_bytes(vote, drop_sig=True), bytes.fromhex(vote["sig"])):
+    message = canonical_bytes(vote, drop_sig=True)
+    if not verifier.verify_one(validator.alg, validator.pk, message, bytes.fromhex(vote["sig"])):
         raise Rejection("bad_signature", f"vote signature does not verify under {node_id!r}'s key")
     block = chain.blocks.get(target)
     if block is not None and block.height != height:
