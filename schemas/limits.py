@@ -41,3 +41,13 @@ FOLLOWER_BATCH_EVENTS_MAX = 10_000  # memory is bounded by the bytes limit below
 FOLLOWER_BATCH_BYTES_MAX = 64 * 1024 * 1024
 FOLLOWER_POLL_INTERVAL_MS = 100
 READY_LAG_EVENTS_MAX = 100
+
+# Scaled streams (streams/relay.py, streams/faust_app.py).
+TOPIC_PARTITIONS = 3  # per event family; more partitions, more workers (docs/operations.md)
+RELAY_BATCH_EVENTS_MAX = 2_000  # events published between two flushes and watermarks
+RELAY_BATCH_BYTES_MAX = 32 * 1024 * 1024
+KAFKA_MESSAGE_BYTES_MAX = 16 * 1024 * 1024  # a block of 1,000 ML-DSA-87 txs is ~14 MB; brokers must allow it
+STREAM_BATCH_EVENTS_MAX = 2_000  # events a worker's agent projects and writes at once
+STREAM_BATCH_WAIT_MS = 200  # a partial batch is written after this long
+STREAM_SESSION_TIMEOUT_MS = 10_000  # a dead worker's partitions move after this long
+STREAM_RETRY_PAUSE_MS_MAX = 5_000
