@@ -170,32 +170,42 @@ class ProjectionStore:
         Tables go in `COLUMNS` order (`chain_head` last). Every row must belong to a position no later than
         the checkpoint, and the checkpoint never moves back: both are checked before anything is written.
         """
-        unknown = set(rows_by_table) - set(COLUMNS)
-        if unknown:
-            raise ValueError(f"no such projection tables: {sorted(unknown)}")
         current = self._checkpoint if self._checkpoint is not None else self.checkpoint()
         if checkpoint_position < current:
             raise ValueError(f"checkpoint {checkpoint_position} is behind the stored {current}")
-        written = 0
-        for table, columns in COLUMNS.items():
-            rows = rows_by_table.get(table)
-            if not rows:
-                continue
-            # Position is every table's last column.
-            if max(row[-1] for row in rows) > checkpoint_position:
-                raise ValueError(f"{table}: a row is past checkpoint {checkpoint_position}")
-            data = [list(column) for column in zip(*rows, strict=True)]
-            self.client.insert(
-                table, data, column_names=columns, column_type_names=self._column_types(table, columns),
-                column_oriented=True, settings=INSERT_SETTINGS,
-            )
-            written += len(rows)
+        written = self.insert_rows(rows_by_table, checkpoint_position)
         self.client.insert(
             CHECKPOINTS, [[self.projector, checkpoint_position]], column_names=_CHECKPOINT_COLUMNS,
             column_type_names=self._column_types(CHECKPOINTS, _CHECKPOINT_COLUMNS), settings=INSERT_SETTINGS,
         )
         self._checkpoint = checkpoint_position
         self._changed()
+        return written
+
+    def insert_rows(self, rows_by_table: Mapping[str, Sequence[Row]], position_max: int) -> int:
+        """Inserts every table's rows in `COLUMNS` order (`chain_head` last), no checkpoint; returns the rows
+        written. Every row must belong to a position <= `position_max`: checked before anything is written.
+        `write` is this and then the checkpoint; the scaled sink (streams/sink.py) keeps its own progress."""
+        unknown = set(rows_by_table) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"no such projection tables: {sorted(unknown)}")
+        for table, rows in rows_by_table.items():
+            # Position is every table's last column.
+            if rows and max(row[-1] for row in rows) > position_max:
+                raise ValueError(f"{table}: a row is past checkpoint {position_max}")
+        written = 0
+        for table, columns in COLUMNS.items():
+            rows = rows_by_table.get(table)
+            if not rows:
+                continue
+            data = [list(column) for column in zip(*rows, strict=True)]
+            self.client.insert(
+                table, data, column_names=columns, column_type_names=self._column_types(table, columns),
+                column_oriented=True, settings=INSERT_SETTINGS,
+            )
+            written += len(rows)
+        if written:
+            self._changed()
         return written
 
     def _column_types(self, table: str, columns: Sequence[str]) -> list[str]:

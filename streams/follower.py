@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Mapper, Notification
 
 from projections.project import Row, Rows, project, project_error
 from projections.store import ProjectionStore
@@ -170,19 +170,11 @@ class Follower:
 
     def _project(self, notification: Notification) -> dict[str, list[Row]]:
         """The event's rows, or its `projection_errors` row when it cannot be decoded or projected."""
-        try:
-            event = self._app.mapper.to_domain_event(notification)
-        except Exception as exc:  # a poison message is data, never a dead follower (STYLE 5)
-            return self._poison(notification, "", f"cannot decode: {exc!r}")
-        try:
-            return project(notification.id, event)  # type: ignore[arg-type]
-        except Exception as exc:
-            return self._poison(notification, str(getattr(event, "chain_id", "")), f"cannot project: {exc!r}")
-
-    def _poison(self, notification: Notification, chain_id: str, error: str) -> Rows:
-        self.poison_events += 1
-        log.error("log position %d (%s): %s", notification.id, notification.topic, error)
-        return project_error(notification.id, notification.topic, error, chain_id)
+        rows, error = project_notification(self._app.mapper, notification)
+        if error is not None:
+            self.poison_events += 1
+            log.error("log position %d (%s): %s", notification.id, notification.topic, error)
+        return rows
 
     # ------------------------------------------------------------------------------------------- thread
 
@@ -222,3 +214,20 @@ class Follower:
             pause_s = self._poll_s
             if not projected:
                 self._stopping.wait(self._poll_s)
+
+
+def project_notification(mapper: Mapper[Any], notification: Notification) -> tuple[Rows, str | None]:
+    """(rows, None) of a stored event; (its `projection_errors` row, the error) when it cannot be decoded or
+    projected. The embedded follower and the scaled workers (streams/faust_app.py) both project through this,
+    so the same log gives the same rows, error rows included."""
+    try:
+        event = mapper.to_domain_event(notification)
+    except Exception as exc:  # a poison message is data, never a dead follower (STYLE 5)
+        error = f"cannot decode: {exc!r}"
+        return project_error(notification.id, notification.topic, error, ""), error
+    try:
+        return project(notification.id, event), None  # type: ignore[arg-type]
+    except Exception as exc:
+        error = f"cannot project: {exc!r}"
+        chain_id = str(getattr(event, "chain_id", ""))
+        return project_error(notification.id, notification.topic, error, chain_id), error
