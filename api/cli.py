@@ -291,5 +291,9 @@ for _command in TX_COMMANDS:  # keygen, devnet-key, enroll, unenroll, slash, evi
     main.add_command(_command)
 
 
+from api.cli_scaled import register as _register_scaled  # noqa: E402 (the scaled deployment's commands)
+
+_register_scaled(main)
+
 if __name__ == "__main__":
     main()
