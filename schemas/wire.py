@@ -20,7 +20,10 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 BASE_URI = "https://tally.invalid/schemas/v1/"  # a name, not a location (.invalid is reserved, RFC 2606)
-SCHEMA_FILES = ("defs", "command", "genesis", "block", "tx", "transfer", "enroll", "unenroll", "slash", "vote")
+SCHEMA_FILES = (
+    "defs", "command", "genesis", "block", "tx", "transfer", "enroll", "unenroll", "slash",
+    "bridge_deposit", "withdraw_request", "withdraw_confirm", "withdraw_reject", "vote", "attest_reserves",
+)
 MESSAGE_CHARS_MAX = 200  # an ML-DSA signature is 6.6 KB of hex: never echo it whole
 
 

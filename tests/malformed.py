@@ -6,7 +6,7 @@ Shared by the ledger's tests (tests/test_commands.py, tests/test_decide.py) and 
 
 Every TX_CASES mutation takes a well-formed transfer signed by ALICE (what each consumer has at hand). The cases
 of the other kinds first turn it into a well-formed tx of their kind made by schemas/build.py (`as_kind`: same
-chain_id, signer and nonce), then break that.
+chain_id and signer, and the same nonce if the kind has one: relayer txs carry none), then break that.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import build, commands
-from tests.chain import ALICE, STAKE, keypair, validators
+from tests.chain import ALICE, BOB, STAKE, keypair, validators
 
 AMOUNT_LIMIT = 2**63  # the first value that is out of range
 Obj = dict[str, Any]
@@ -65,7 +65,7 @@ def in_key(**fields: Any) -> Callable[[Obj], Obj]:
 BAD_IDENTS = {"empty": "", "space": "tally test", "too_long": "x" * 129, "non_ascii": "tälly", "newline": "tally\n"}
 
 TRANSFER_FIELDS = ("chain_id", "signer", "key", "sig", "from", "to", "asset", "amount", "fee", "nonce")
-UNSUPPORTED_KINDS = [k for k in commands.TX_KINDS if k not in commands.TX_KINDS_SUPPORTED]
+BRIDGE_KINDS = ("bridge_deposit", "withdraw_request", "withdraw_confirm", "withdraw_reject")
 
 
 def key_cases(name: str) -> list[Case]:
@@ -95,8 +95,9 @@ TX_CASES: list[Case] = [
     Case("kind_unknown", put(kind="transmogrify"), field="kind"),
     Case("kind_missing", drop("kind"), field="kind"),
     Case("kind_not_string", put(kind=7), field="kind"),
-    *(Case(f"kind_{kind}", put(kind=kind), field="kind") for kind in UNSUPPORTED_KINDS),
-    Case("kind_enroll", put(kind="enroll"), field="gpu_uuid"),  # a transfer's fields under another kind
+    # A transfer's fields under another kind: some are missing (one is named here), the others unknown.
+    Case("kind_enroll", put(kind="enroll"), field="gpu_uuid"),
+    *(Case(f"kind_{kind}", put(kind=kind), field="reserve_id") for kind in BRIDGE_KINDS),
     Case("not_an_object", lambda tx: [tx], field="tx"),
     Case("a_string", lambda tx: "transfer", field="tx"),
     *(Case(f"missing_{name}", drop(name), field=name) for name in TRANSFER_FIELDS),
@@ -185,10 +186,17 @@ ENROLL_NODE = "node-9"  # a node_id no test genesis enrolls
 EQUIVOCATOR = validators()[0]  # the author of the slash's evidence
 EVIDENCE_HEIGHT = 1
 EVIDENCE_HASHES = ("aa" * 32, "bb" * 32)
+BRIDGED_ASSET = "USDC"
+DEPOSIT_ID = "deposit-1"
+WITHDRAWAL_ID = "withdrawal-1"
+EXTERNAL_TX = "0x" + "cd" * 32
 
 
 @functools.cache
-def _well_formed(kind: str, chain_id: str, nonce: int) -> Obj:
+def _well_formed(kind: str, chain_id: str, nonce: int | None) -> Obj:
+    """`nonce` is None for the kinds that carry none (relayer txs)."""
+    if "nonce" in commands.TX_FIELDS[kind]:
+        assert nonce is not None, kind
     if kind == "enroll":
         return build.enroll(chain_id, ALICE, ENROLL_NODE, "GPU-0009", STAKE, keypair(ENROLL_NODE), nonce=nonce)
     if kind == "unenroll":
@@ -197,14 +205,28 @@ def _well_formed(kind: str, chain_id: str, nonce: int) -> Obj:
         v = EQUIVOCATOR
         votes = build.evidence(chain_id, v.node_id, v.key, EVIDENCE_HEIGHT, EVIDENCE_HASHES)
         return build.slash(chain_id, ALICE, v.node_id, votes, nonce=nonce)
+    # Bridge txs signed by ALICE: whether a key is a relayer's is state (the receipt not_relayer), not form.
+    if kind == "bridge_deposit":
+        return build.bridge_deposit(chain_id, ALICE, DEPOSIT_ID, BRIDGED_ASSET, BOB.address, 5,
+                                    from_chain="ethereum", external_tx=EXTERNAL_TX)
+    if kind == "withdraw_request":
+        return build.withdraw_request(chain_id, ALICE, WITHDRAWAL_ID, BRIDGED_ASSET, 5, nonce=nonce,
+                                      to_chain="ethereum", external_address="0x" + "ef" * 20)
+    if kind == "withdraw_confirm":
+        return build.withdraw_confirm(chain_id, ALICE, WITHDRAWAL_ID, EXTERNAL_TX)
+    if kind == "withdraw_reject":
+        return build.withdraw_reject(chain_id, ALICE, WITHDRAWAL_ID, "destination refused")
     raise ValueError(f"no well-formed {kind!r} here")
 
 
 def as_kind(kind: str) -> Callable[[Obj], Obj]:
-    """The transfer a test passes, as a well-formed `kind` tx built by schemas/build.py: same chain_id and nonce,
-    signed by ALICE (the transfer's signer in every consumer; the signature is valid). A transfer stays itself."""
+    """The transfer a test passes, as a well-formed `kind` tx built by schemas/build.py: same chain_id, and same
+    nonce if `kind` has one, signed by ALICE (the transfer's signer in every consumer; the signature is valid).
+    A transfer stays itself."""
     if kind == "transfer":
         return copy.deepcopy
+    if "nonce" not in commands.TX_FIELDS[kind]:
+        return lambda tx: copy.deepcopy(_well_formed(kind, tx["chain_id"], None))
     return lambda tx: copy.deepcopy(_well_formed(kind, tx["chain_id"], tx["nonce"]))
 
 
@@ -218,12 +240,16 @@ def of_kind(kind: str, cases: Iterable[Case]) -> list[Case]:
 
 
 def common_cases(kind: str) -> list[Case]:
-    """What every non-transfer kind gets: each field missing, an unknown one, the role field, node_id, nonce."""
+    """What every non-transfer kind gets: each field missing, unknown ones (a transfer's `fee`; `amount` and
+    `nonce` where the kind has none), the role field, the common fields, node_id and nonce where it has them."""
     role = commands.TX_ROLE[kind]
+    fields = commands.TX_FIELDS[kind]
     return [
-        *(Case(f"missing_{name}", drop(name), field=name) for name in sorted(commands.TX_FIELDS[kind] - {"kind"})),
+        *(Case(f"missing_{name}", drop(name), field=name) for name in sorted(fields - {"kind"})),
         Case("unknown_field", put(memo="hi"), field="memo"),
-        Case("unknown_field_amount", put(amount=1), field="amount"),  # a transfer's field
+        Case("unknown_field_fee", put(fee=0), field="fee"),  # only transfers carry a fee
+        *([] if "amount" in fields else [Case("unknown_field_amount", put(amount=1), field="amount")]),
+        *([] if "nonce" in fields else [Case("unknown_field_nonce", put(nonce=0), field="nonce")]),
         Case(f"{role}_not_signer", put_field(role, "0x" + "ab" * 20), schema=False, field=role),
         Case(f"{role}_upper_case", edit(role, upper_hex), field=role),
         Case(f"{role}_short", put_field(role, "0x1234"), field=role),
@@ -233,8 +259,21 @@ def common_cases(kind: str) -> list[Case]:
         Case("signer_upper_case", edit("signer", upper_hex), field="signer"),
         Case("key_unknown_alg", in_key(alg="ml-dsa-44"), field="key.alg"),
         Case("sig_odd", edit("sig", lambda s: s[:-1]), field="sig"),
-        *(Case(f"node_id_{name}", put(node_id=value), field="node_id") for name, value in BAD_IDENTS.items()),
-        Case("node_id_not_string", put(node_id=0), field="node_id"),
+        *(ident_cases("node_id") if "node_id" in fields else []),
+        *(nonce_cases() if "nonce" in fields else []),
+    ]
+
+
+def ident_cases(name: str) -> list[Case]:
+    """An identifier (node_id, reserve_id, a chain name) that breaks `[A-Za-z0-9._:-]{1,128}`."""
+    return [
+        *(Case(f"{name}_{what}", put_field(name, value), field=name) for what, value in BAD_IDENTS.items()),
+        Case(f"{name}_not_string", put_field(name, 0), field=name),
+    ]
+
+
+def nonce_cases() -> list[Case]:
+    return [
         Case("nonce_float", put(nonce=0.0), field="nonce"),
         Case("nonce_bool", put(nonce=False), field="nonce"),
         Case("nonce_negative", put(nonce=-1), field="nonce"),
@@ -308,6 +347,99 @@ SLASH_CASES: list[Case] = of_kind("slash", [
 ])
 
 TX_CASES += ENROLL_CASES + UNENROLL_CASES + SLASH_CASES
+
+# ----------------------------------------------------------------------------- bridge
+
+# A bridge tx's asset: any symbol but CELL (DOMAIN.md: a bridge tx naming CELL is malformed).
+BRIDGED_ASSET_CASES: list[Case] = [
+    Case("asset_cell", put(asset="CELL"), field="asset"),
+    Case("asset_cell_lower_case", put(asset="cell"), field="asset"),
+    Case("asset_lower_case", put(asset="usdc"), field="asset"),
+    Case("asset_one_char", put(asset="U"), field="asset"),
+    Case("asset_too_long", put(asset="A" * 17), field="asset"),
+    Case("asset_leading_digit", put(asset="1USD"), field="asset"),
+    Case("asset_not_string", put(asset=5), field="asset"),
+    Case("asset_null", put(asset=None), field="asset"),
+]
+
+# A bridge_deposit's or withdraw_request's amount: 0 < amount < 2**63, a JSON integer.
+AMOUNT_CASES: list[Case] = [
+    Case("amount_zero", put(amount=0), field="amount"),
+    Case("amount_negative", put(amount=-1), field="amount"),
+    Case("amount_2_63", put(amount=AMOUNT_LIMIT), field="amount"),
+    Case("amount_bool", put(amount=True), field="amount"),
+    Case("amount_float", put(amount=5.0), field="amount"),
+    Case("amount_exponent", put(amount=1e6), field="amount"),
+    Case("amount_string", put(amount="5"), field="amount"),
+    Case("amount_null", put(amount=None), field="amount"),
+]
+
+
+def text_cases(name: str) -> list[Case]:
+    """Free text (external_tx, external_address, reason): printable ASCII, at most 256 characters."""
+    return [
+        Case(f"{name}_257_chars", put_field(name, "x" * 257), field=name),
+        Case(f"{name}_newline", put_field(name, "0xabc\n"), field=name),
+        Case(f"{name}_tab", put_field(name, "0x\tabc"), field=name),
+        Case(f"{name}_del", put_field(name, "0xabc\x7f"), field=name),
+        Case(f"{name}_nul", put_field(name, "\x00"), field=name),
+        Case(f"{name}_non_ascii", put_field(name, "tälly"), field=name),
+        Case(f"{name}_not_string", put_field(name, 7), field=name),
+        Case(f"{name}_null", put_field(name, None), field=name),
+        Case(f"{name}_list", put_field(name, ["0xabc"]), field=name),
+    ]
+
+
+def address_cases(name: str) -> list[Case]:
+    return [
+        Case(f"{name}_short", put_field(name, "0x1234"), field=name),
+        Case(f"{name}_upper_case", edit(name, upper_hex), field=name),
+        Case(f"{name}_no_prefix", edit(name, lambda a: a[2:] + "00"), field=name),
+        Case(f"{name}_not_string", put_field(name, 123), field=name),
+    ]
+
+
+BRIDGE_DEPOSIT_CASES: list[Case] = of_kind("bridge_deposit", [
+    *common_cases("bridge_deposit"),
+    # Another kind's name over these fields: its first missing field is named.
+    Case("kind_withdraw_request", put(kind="withdraw_request"), field="external_address"),
+    Case("kind_transfer", put(kind="transfer"), field="fee"),
+    *ident_cases("reserve_id"),
+    *BRIDGED_ASSET_CASES,
+    *address_cases("to"),
+    *AMOUNT_CASES,
+    *ident_cases("from_chain"),
+    *text_cases("external_tx"),
+])
+
+WITHDRAW_REQUEST_CASES: list[Case] = of_kind("withdraw_request", [
+    *common_cases("withdraw_request"),
+    Case("kind_bridge_deposit", put(kind="bridge_deposit"), field="external_tx"),
+    Case("kind_transfer", put(kind="transfer"), field="fee"),
+    *ident_cases("reserve_id"),
+    *BRIDGED_ASSET_CASES,
+    *AMOUNT_CASES,
+    *ident_cases("to_chain"),
+    *text_cases("external_address"),
+])
+
+WITHDRAW_CONFIRM_CASES: list[Case] = of_kind("withdraw_confirm", [
+    *common_cases("withdraw_confirm"),
+    Case("kind_withdraw_reject", put(kind="withdraw_reject"), field="reason"),
+    Case("kind_bridge_deposit", put(kind="bridge_deposit"), field="amount"),
+    *ident_cases("reserve_id"),
+    *text_cases("external_tx"),
+])
+
+WITHDRAW_REJECT_CASES: list[Case] = of_kind("withdraw_reject", [
+    *common_cases("withdraw_reject"),
+    Case("kind_withdraw_confirm", put(kind="withdraw_confirm"), field="external_tx"),
+    Case("kind_withdraw_request", put(kind="withdraw_request"), field="amount"),
+    *ident_cases("reserve_id"),
+    *text_cases("reason"),
+])
+
+TX_CASES += BRIDGE_DEPOSIT_CASES + WITHDRAW_REQUEST_CASES + WITHDRAW_CONFIRM_CASES + WITHDRAW_REJECT_CASES
 
 
 def in_validator(index: int, **fields: Any) -> Callable[[Obj], Obj]:

@@ -17,7 +17,6 @@ from tests.malformed import (
     EVIDENCE_HASHES,
     GENESIS_CASES,
     TX_CASES,
-    UNSUPPORTED_KINDS,
     VOTE_CASES,
     Case,
     as_kind,
@@ -76,10 +75,20 @@ def test_malformed_tx(case: Case) -> None:
 
 @pytest.mark.parametrize("kind", commands.TX_KINDS_SUPPORTED)
 def test_the_base_of_each_kinds_cases_is_well_formed(kind: str) -> None:
-    """tests/malformed.py breaks these; unbroken, they pass (and are what schemas/build.py makes)."""
+    """tests/malformed.py breaks these; unbroken, they pass (and are what schemas/build.py makes). Relayer txs
+    carry no nonce."""
     tx = as_kind(kind)(transfer(nonce=7))
-    assert tx["kind"] == kind and tx["nonce"] == 7 and tx["chain_id"] == CHAIN_ID
+    assert tx["kind"] == kind and tx["chain_id"] == CHAIN_ID and set(tx) == commands.TX_FIELDS[kind]
+    assert tx.get("nonce", 7) == 7
     assert commands.check_tx_shape(tx, 0, CHAIN_ID) == ("ml-dsa-65", ALICE.pk)
+
+
+def test_every_domain_kind_is_supported() -> None:
+    assert commands.TX_KINDS_SUPPORTED == commands.TX_KINDS
+    assert set(commands.TX_FIELDS) == set(commands.TX_ROLE) == set(commands.TX_KINDS)
+    assert [k for k in commands.TX_KINDS if "nonce" not in commands.TX_FIELDS[k]] == [
+        "bridge_deposit", "withdraw_confirm", "withdraw_reject"
+    ]
 
 
 def test_well_formed_enroll_unenroll_and_slash() -> None:
@@ -118,12 +127,28 @@ def test_evidence_that_proves_nothing_is_still_well_formed(name: str) -> None:
     commands.check_tx_shape({**tx, "node_id": "node-1"}, 0, CHAIN_ID)
 
 
-@pytest.mark.parametrize("kind", UNSUPPORTED_KINDS)
-def test_kinds_not_implemented_yet_are_refused(kind: str) -> None:
-    """Bridge kinds are refused (not silently accepted) until their rules land, whatever their fields."""
-    tx = {**transfer(), "kind": kind, "relayer": ALICE.address, "reserve_id": "r-1", "external_tx": "0xabc"}
-    error = rejected("malformed_tx", commands.check_tx_shape, tx, 0, CHAIN_ID)
-    assert "not supported" in error.message
+PRINTABLE = "".join(map(chr, range(0x20, 0x7F)))  # every printable ASCII character, 95 of them
+
+
+def test_well_formed_bridge_txs() -> None:
+    """The edges of each bridge field are well formed: whether the signer is a relayer, the reserve_id is new or
+    pending, the asset is known or the funds suffice are receipts, not form."""
+    relayer = keypair("relayer-b", "ml-dsa-87")
+    text_max = (PRINTABLE * 3)[:256]
+    deposit = build.bridge_deposit(CHAIN_ID, relayer, "r" * 128, "CELLS", BOB.address, AMOUNT_MAX,
+                                   from_chain="a", external_tx="")
+    assert commands.check_tx_shape(deposit, 0, CHAIN_ID) == ("ml-dsa-87", relayer.pk)
+    for asset in ("U1", "CELL0", "XCELL", "A" * 16):
+        commands.check_tx_shape(build.bridge_deposit(CHAIN_ID, ALICE, "deposit-1", asset, ALICE.address, 1,
+                                                     from_chain="e" * 128, external_tx=text_max), 0, CHAIN_ID)
+    request = build.withdraw_request(CHAIN_ID, ALICE, "A.b_c:d-9", "USDC", AMOUNT_MAX, nonce=AMOUNT_MAX,
+                                     to_chain="ethereum:1", external_address=text_max)
+    commands.check_tx_shape(request, 0, CHAIN_ID)
+    commands.check_tx_shape(build.withdraw_request(CHAIN_ID, ALICE, "w", "USDC", 1, nonce=0,
+                                                   external_address=""), 0, CHAIN_ID)
+    for text in ("", " ", text_max, PRINTABLE):
+        commands.check_tx_shape(build.withdraw_confirm(CHAIN_ID, relayer, "w", text), 0, CHAIN_ID)
+        commands.check_tx_shape(build.withdraw_reject(CHAIN_ID, relayer, "w", text), 0, CHAIN_ID)
 
 
 def test_a_well_formed_block_header() -> None:

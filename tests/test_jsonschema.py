@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 from schemas import build, commands, wire
 from schemas.canonical import genesis_hash
 from schemas.limits import AMOUNT_MAX, PARAM_DEFAULTS
+from schemas.reasons import Rejection
 from tests.chain import ALICE, BOB, CAROL, CHAIN_ID, GENESIS_MS, genesis_command, keypair, validators
 from tests.malformed import (
     BLOCK_CASES,
@@ -21,7 +22,6 @@ from tests.malformed import (
     EVIDENCE_HASHES,
     GENESIS_CASES,
     TX_CASES,
-    UNSUPPORTED_KINDS,
     VOTE_CASES,
     Case,
 )
@@ -52,7 +52,30 @@ def slash(votes: list[dict[str, Any]] | None = None, **fields: Any) -> dict[str,
     return {**build.slash(CHAIN_ID, CAROL, v.node_id, votes, nonce=0), **fields}
 
 
-TXS = {"transfer": transfer, "enroll": enroll, "unenroll": unenroll, "slash": slash}
+RELAYER = RELAYERS[1][1]  # an ML-DSA-87 relayer key
+
+
+def bridge_deposit(**fields: Any) -> dict[str, Any]:
+    return {**build.bridge_deposit(CHAIN_ID, RELAYER, "deposit-1", "USDC", BOB.address, 5), **fields}
+
+
+def withdraw_request(**fields: Any) -> dict[str, Any]:
+    return {**build.withdraw_request(CHAIN_ID, BOB, "withdrawal-1", "USDC", 5, nonce=0), **fields}
+
+
+def withdraw_confirm(**fields: Any) -> dict[str, Any]:
+    return {**build.withdraw_confirm(CHAIN_ID, RELAYER, "withdrawal-1"), **fields}
+
+
+def withdraw_reject(**fields: Any) -> dict[str, Any]:
+    return {**build.withdraw_reject(CHAIN_ID, RELAYER, "withdrawal-1"), **fields}
+
+
+TXS = {
+    "transfer": transfer, "enroll": enroll, "unenroll": unenroll, "slash": slash, "bridge_deposit": bridge_deposit,
+    "withdraw_request": withdraw_request, "withdraw_confirm": withdraw_confirm, "withdraw_reject": withdraw_reject,
+}
+TEXT_MAX = ("".join(map(chr, range(0x20, 0x7F))) * 3)[:256]  # free text: every printable character, 256 of them
 
 
 def block(txs: list[Any]) -> dict[str, Any]:
@@ -84,11 +107,13 @@ def test_genesis_params_match_the_defaults() -> None:
 def test_command_kinds_match_the_ledger() -> None:
     assert wire.load("command")["properties"]["kind"]["enum"] == list(commands.COMMAND_KINDS)
     tx = wire.load("tx")
-    assert tx["properties"]["kind"]["enum"] == list(commands.TX_KINDS_SUPPORTED)
+    assert commands.TX_KINDS_SUPPORTED == commands.TX_KINDS == tuple(TXS)
+    assert tx["properties"]["kind"]["enum"] == list(commands.TX_KINDS)
     assert [(rule["if"]["properties"]["kind"]["const"], rule["then"]["$ref"]) for rule in tx["allOf"]] == [
-        (kind, f"{kind}.json") for kind in commands.TX_KINDS_SUPPORTED
+        (kind, f"{kind}.json") for kind in commands.TX_KINDS
     ]
-    assert all(kind in tx["$comment"] for kind in UNSUPPORTED_KINDS)
+    assert "Every kind DOMAIN.md defines is supported" in tx["$comment"]
+    assert all(kind in tx["$comment"] for kind in commands.TX_KINDS)
     for kind in commands.TX_KINDS_SUPPORTED:
         schema = wire.load(kind)
         assert set(schema["required"]) == commands.TX_FIELDS[kind], kind
@@ -101,6 +126,21 @@ def test_command_kinds_match_the_ledger() -> None:
     assert set(wire.load("block")["required"]) == commands.BLOCK_FIELDS
     assert set(wire.load("vote")["required"]) == commands.VOTE_FIELDS
     assert set(wire.load("genesis")["properties"]) == commands.GENESIS_FIELDS
+    attestation = wire.load("attest_reserves")
+    assert set(attestation["required"]) == set(attestation["properties"]) == commands.ATTESTATION_FIELDS
+
+
+def test_relayer_txs_have_no_nonce_and_bridge_assets_are_not_cell() -> None:
+    for kind in commands.TX_KINDS:
+        schema = wire.load(kind)
+        assert ("nonce" in schema["properties"]) is ("nonce" in commands.TX_FIELDS[kind]), kind
+        asset = schema["properties"].get("asset")
+        if kind in ("bridge_deposit", "withdraw_request"):
+            assert asset["$ref"] == "defs.json#/$defs/bridged_asset"
+        for name in ("external_tx", "external_address", "reason"):
+            if name in schema["properties"]:
+                assert schema["properties"][name]["$ref"] == "defs.json#/$defs/text", (kind, name)
+    assert wire.load("defs")["$defs"]["bridged_asset"]["not"] == {"const": "CELL"}
 
 
 @pytest.mark.parametrize(
@@ -123,10 +163,21 @@ def test_command_kinds_match_the_ledger() -> None:
         block([build.slash(CHAIN_ID, validators()[2].operator, "node-2",
                            build.evidence(CHAIN_ID, "node-2", validators()[2].key, 0, ("00" * 32, "ff" * 32)),
                            nonce=0)]),
+        block([bridge_deposit(), withdraw_request(), withdraw_confirm(), withdraw_reject()]),
+        block([transfer(), withdraw_request(nonce=1), bridge_deposit(), slash(nonce=AMOUNT_MAX), withdraw_reject()]),
+        block([
+            bridge_deposit(asset="CELLS", amount=AMOUNT_MAX, reserve_id="r" * 128, from_chain="a", external_tx=""),
+            bridge_deposit(asset="U1", amount=1, external_tx=TEXT_MAX, from_chain="ethereum:1"),
+            withdraw_request(asset="A" * 16, amount=AMOUNT_MAX, nonce=AMOUNT_MAX, external_address=TEXT_MAX),
+            withdraw_request(asset="XCELL", external_address="", to_chain="c" * 128),
+            withdraw_confirm(external_tx=""), withdraw_confirm(external_tx=TEXT_MAX),
+            withdraw_reject(reason=""), withdraw_reject(reason=TEXT_MAX), withdraw_reject(reason=" "),
+        ]),
+        {"kind": "attest_reserves", "chain_id": CHAIN_ID, "asset": "USDC"},
     ],
     ids=["genesis", "genesis_default", "genesis_empty", "genesis_minimal", "empty_block", "block", "self_transfer",
          "block_height_0", "vote", "vote_ml_dsa_87", "validator_txs", "mixed_txs", "enroll_edges",
-         "slash_ml_dsa_87_votes"],
+         "slash_ml_dsa_87_votes", "bridge_txs", "mixed_with_bridge_txs", "bridge_edges", "attest_reserves"],
 )
 def test_what_build_makes_conforms(command: dict[str, Any]) -> None:
     assert wire.validate(command) == []
@@ -138,7 +189,7 @@ def test_a_tx_on_its_own_conforms_to_its_kind_and_tx_json_only(kind: str) -> Non
     tx = TXS[kind]()
     assert wire.validate(tx, kind) == []
     assert wire.validate(tx, "tx") == []
-    assert wire.validate(tx) == [f"$.kind: '{kind}' is not one of ['genesis', 'block', 'vote']"]
+    assert wire.validate(tx) == [f"$.kind: '{kind}' is not one of {list(commands.COMMAND_KINDS)}"]
     others = [k for k in commands.TX_KINDS_SUPPORTED if k != kind]
     assert all(wire.validate(tx, other) for other in others)
 
@@ -168,6 +219,32 @@ def test_evidence_that_proves_nothing_conforms() -> None:
         assert wire.validate(block([slash(votes)])) == []
     assert wire.validate(block([slash(node_id="node-1")])) == []
     assert "invalid_evidence" in wire.load("slash")["$comment"]
+
+
+@pytest.mark.parametrize(
+    ("command", "field"),
+    [
+        ({"kind": "attest_reserves", "chain_id": CHAIN_ID, "asset": "CELL"}, "asset"),
+        ({"kind": "attest_reserves", "chain_id": CHAIN_ID, "asset": "usdc"}, "asset"),
+        ({"kind": "attest_reserves", "chain_id": CHAIN_ID}, "asset"),
+        ({"kind": "attest_reserves", "chain_id": "tally test", "asset": "USDC"}, "chain_id"),
+        ({"kind": "attest_reserves", "chain_id": CHAIN_ID, "asset": "USDC", "height": 1}, "height"),
+    ],
+    ids=["cell", "lower_case", "no_asset", "bad_chain_id", "unknown_field"],
+)
+def test_malformed_attestation_request_breaks_the_schema(command: dict[str, Any], field: str) -> None:
+    errors = wire.validate(command)
+    assert errors and any(field in e for e in errors), errors
+    with pytest.raises(Rejection) as info:
+        commands.check_attestation_shape(command)
+    assert info.value.reason == "malformed_command" and field in info.value.message
+
+
+def test_a_bridge_tx_naming_cell_names_the_asset() -> None:
+    [error] = wire.validate(bridge_deposit(asset="CELL"), "bridge_deposit")
+    assert error.startswith("$.asset: 'CELL' should not be valid"), error
+    [error] = wire.validate(block([withdraw_request(asset="CELL")]))
+    assert error.startswith("$.txs[0].asset: "), error
 
 
 @pytest.mark.parametrize("case", BLOCK_CASES, ids=[c.id for c in BLOCK_CASES])
