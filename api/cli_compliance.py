@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from accelerators.verify import BatchVerifier, TrustingVerifier
+from schemas.canonical import ZERO_HASH
 from schemas.events import LedgerEvent
 from schemas.settings import from_env
 from writes.audit import Auditor, AuditReport
@@ -23,9 +24,10 @@ EXIT_BROKEN = 1
 SECTION_EVENTS = 500
 
 
-def read_log(app: Any, section: int = SECTION_EVENTS) -> Iterator[tuple[int, LedgerEvent | None, str]]:
-    """(position, event or None, why it could not be read) for every notification, in order."""
-    start = 1
+def read_log(
+    app: Any, section: int = SECTION_EVENTS, start: int = 1
+) -> Iterator[tuple[int, LedgerEvent | None, str]]:
+    """(position, event or None, why it could not be read) for every notification from `start`, in order."""
     while True:
         notifications = app.recorder.select_notifications(start, section)
         for notification in notifications:
@@ -99,4 +101,66 @@ def verify(
     )
 
 
-COMMANDS = (verify,)
+@click.command("export")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The data directory of `tally up` [default: ./data].",
+)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
+@click.option("--from", "from_position", type=click.IntRange(min=1), default=1, help="First log position.")
+@click.option("--to", "to_position", type=click.IntRange(min=1), default=None, help="Last log position.")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+def export(data_dir: Path | None, fmt: str, from_position: int, to_position: int | None, out_dir: Path) -> None:
+    """Write the log (or a range of positions) and a manifest to OUT_DIR, for `tally verify-export` or an
+    auditor's own script (docs/compliance.md)."""
+    from api.export import record, write_export
+    from writes.service import LedgerApplication
+
+    settings = from_env(data_dir=data_dir)
+    app = LedgerApplication(env=settings.event_store_env())
+    started = time.perf_counter()
+    try:
+        head_seq = app.recorder.max_notification_id() or 0
+        head_hash = _hash_at(app, head_seq)
+
+        def records() -> Iterator[dict[str, Any]]:
+            for position, event, error in read_log(app, start=from_position):
+                if to_position is not None and position > to_position:
+                    return
+                if event is None:
+                    raise click.ClickException(f"position {position} cannot be read ({error}): run tally verify")
+                yield record(position, event)
+
+        try:
+            summary = write_export(out_dir, records(), fmt=fmt, head=(head_seq, head_hash))
+        except FileExistsError as error:
+            raise click.ClickException(str(error)) from error
+    finally:
+        app.close()
+    elapsed = time.perf_counter() - started
+    rate = summary.bytes / elapsed / 1e6 if elapsed > 0 else 0.0
+    click.echo(f"tally export: {summary.count} events, {summary.bytes:,} bytes into {out_dir} ({rate:,.1f} MB/s)")
+
+
+def _hash_at(app: Any, position: int) -> str:
+    if position == 0:
+        return ZERO_HASH
+    (notification,) = app.recorder.select_notifications(position, 1)
+    return str(app.mapper.to_domain_event(notification).hash())
+
+
+@click.command("verify-export")
+@click.argument("export_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def verify_export_command(export_dir: Path) -> None:
+    """Check an export with nothing but its files: every hash recomputed, every link, the manifest."""
+    from api.export import verify_export
+
+    count, problems = verify_export(export_dir)
+    for problem in problems:
+        click.echo(f"tally verify-export: {problem}", err=True)
+    if problems:
+        sys.exit(EXIT_BROKEN)
+    click.echo(f"tally verify-export: {count} events, every hash and link intact")
+
+
+COMMANDS = (verify, export, verify_export_command)
