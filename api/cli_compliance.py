@@ -163,4 +163,54 @@ def verify_export_command(export_dir: Path) -> None:
     click.echo(f"tally verify-export: {count} events, every hash and link intact")
 
 
-COMMANDS = (verify, export, verify_export_command)
+@click.command()
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The data directory of `tally up` [default: ./data].",
+)
+@click.option("--into", "dsn", required=True, help="The projection store: chdb:///abs/path or http://host:8123.")
+@click.option("--database", default="tally", show_default=True, help="The database in that store.")
+@click.option("--from-position", type=click.IntRange(min=1), default=None,
+              help="Start here (the store must be fresh or checkpointed just before) [default: resume].")
+@click.option("--to-height", type=click.IntRange(min=0), default=None,
+              help="Stop before the first block above this height: the views as they were then.")
+def replay(data_dir: Path | None, dsn: str, database: str, from_position: int | None, to_height: int | None) -> None:
+    """Rebuild every projection from the log into a store: deterministic, resumable after an interruption."""
+    from projections.replay import ReplayGap
+    from projections.replay import replay as run_replay
+    from projections.store import ProjectionStore
+    from writes.service import LedgerApplication
+
+    settings = from_env(data_dir=data_dir)
+    if dsn == settings.views_dsn:
+        raise click.ClickException("that is the live views store of `tally up`: replay into another one")
+    app = LedgerApplication(env=settings.event_store_env())
+    try:
+        store = ProjectionStore(dsn, database)
+    except ValueError as error:
+        app.close()
+        raise click.ClickException(str(error)) from error
+    try:
+        total = max(0, (app.recorder.max_notification_id() or 0) - store.checkpoint())
+        with click.progressbar(length=total, label="tally replay", show_eta=True, show_pos=True,
+                               file=sys.stderr) as bar:
+            done = [0]
+
+            def advance(events: int) -> None:
+                bar.update(events - done[0])
+                done[0] = events
+
+            result = run_replay(app, store, from_position=from_position, to_height=to_height, progress=advance)
+    except ReplayGap as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        store.close()
+        app.close()
+    stop = f", stopped before height {to_height + 1}" if result.stopped_at_height and to_height is not None else ""
+    click.echo(
+        f"tally replay: positions {result.start}..{result.position}, {result.events} events"
+        f" ({result.poison} unprojectable) in {result.seconds:.1f} s, {result.rate:,.0f} events/s{stop}"
+    )
+
+
+COMMANDS = (verify, export, verify_export_command, replay)
