@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.gql_log import LogReader
 from api.graphql import GraphQLApp, build_schema
 from api.intake import Intake, LedgerService, TxIntake
 from api.metrics import OTHER, Metrics
@@ -85,7 +86,9 @@ def create_app(
     settings = settings or Settings()
     metrics = Metrics(service, read_model, follower)
     intake = Intake(service, metrics, request_bytes_max=settings.request_bytes_max)
-    graphql = GraphQLApp(build_schema(), Reads(read_model))
+    # The raw log (`events`) is read from the event store where this process has one (not a read-only replica).
+    log_app = getattr(service, "app", None)
+    graphql = GraphQLApp(build_schema(), Reads(read_model, LogReader(log_app) if log_app is not None else None))
     txs = TxIntake(pool, request_bytes_max=settings.request_bytes_max)
 
     async def healthz(_: Request) -> Response:

@@ -5,4 +5,6 @@ from __future__ import annotations
 
 
 def families() -> tuple[type, ...]:
-    return ()
+    from api import gql_log
+
+    return (gql_log.Query,)
