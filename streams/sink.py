@@ -1,7 +1,7 @@
 """The scaled sink: projection rows from many Kafka partitions into one ClickHouse database, each partition with
 its own progress, so that any crash, redelivery or rebalance still converges to the embedded follower's tables.
 
-The rules (the table `stream_progress`, `PROGRESS_DDL` below):
+The rules (the tables `stream_batches` and `stream_partitions`, `PROGRESS_DDL` below):
 
 1. Each log position travels in exactly one partition (streams/families.py), and a partition carries its events
    in log order, each followed, after the relay's flush, by watermarks (streams/messages.py).
@@ -39,27 +39,38 @@ from streams.messages import EventMessage, Progress, Undecodable, Watermark, dec
 
 log = logging.getLogger(__name__)
 
-PROGRESS = "stream_progress"
-# The progress table (the views' database, beside them). Not in schemas/clickhouse/: only the scaled path writes
-# it, and it goes with the views when they are dropped for a new DDL (ProjectionStore drops every table).
-PROGRESS_DDL = """
-CREATE TABLE IF NOT EXISTS stream_progress
+BATCHES, PARTITIONS = "stream_batches", "stream_partitions"
+# The scaled path's own tables, in the views' database. Not in schemas/clickhouse/: only this path writes them,
+# and they go with the views when those are dropped for a new DDL (ProjectionStore drops every table).
+PROGRESS_DDL = (
+    # Rule 3's 'begun' rows: one per batch of a partition, naming the log positions whose rows it writes.
+    f"""CREATE TABLE IF NOT EXISTS {BATCHES}
+(
+    topic      LowCardinality(String),
+    partition  UInt32,
+    batch      UInt64,          -- the partition's batches, counted from 1
+    positions  Array(UInt64),
+    worker     String,          -- who wrote it (diagnostics)
+    written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY (topic, partition, batch)""",
+    # Rule 3's 'done' rows: a partition's progress after its latest batch (merges keep the latest one).
+    f"""CREATE TABLE IF NOT EXISTS {PARTITIONS}
 (
     topic        LowCardinality(String),
     partition    UInt32,
-    batch        UInt64,                    -- batches of this partition, counted from 1
-    state        Enum8('begun' = 1, 'done' = 2),
-    positions    Array(UInt64),             -- 'begun': the log positions of the batch's events
-    through      UInt64,                    -- 'done': this partition is written up to this log position
-    kafka_offset Int64,                     -- 'done': the offset of the batch's last message
-    worker       String,                    -- who wrote it (diagnostics)
+    batch        UInt64,        -- the latest batch done (or closed by a recovery)
+    through      UInt64,        -- every event of this partition at a log position <= through is written
+    kafka_offset Int64,         -- the offset of the batch's last message
+    worker       String,
     written_at   DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = MergeTree
-ORDER BY (topic, partition, batch, state)
-"""
-_BEGUN_COLUMNS = ("topic", "partition", "batch", "state", "positions", "worker")
-_DONE_COLUMNS = ("topic", "partition", "batch", "state", "through", "kafka_offset", "worker")
+ENGINE = ReplacingMergeTree(batch)
+ORDER BY (topic, partition)""",
+)
+_BEGUN_COLUMNS = ("topic", "partition", "batch", "positions", "worker")
+_DONE_COLUMNS = ("topic", "partition", "batch", "through", "kafka_offset", "worker")
 
 TP = tuple[str, int]  # (topic, partition)
 
@@ -155,7 +166,8 @@ class PartitionSink:
             raise ValueError(f"every data topic needs at least one partition: {dict(partitions)}")
         self.store = store
         self.client = store.connect()
-        self.client.command(PROGRESS_DDL)
+        for statement in PROGRESS_DDL:
+            self.client.command(statement)
         self.expected: list[TP] = [(t, p) for t, n in sorted(partitions.items()) for p in range(n)]
         self.worker = worker
         self._through: dict[TP, int] = {}
@@ -184,22 +196,22 @@ class PartitionSink:
         number of positions whose rows were deleted."""
         topic, partition = tp
         params = {"t": topic, "p": partition}
-        rows = self.client.query(
-            f"SELECT state, batch, positions, through, kafka_offset FROM {PROGRESS}"
-            " WHERE topic = {t:String} AND partition = {p:UInt32} ORDER BY batch, state",
-            parameters=params,
+        where = "topic = {t:String} AND partition = {p:UInt32}"
+        done = self.client.query(
+            f"SELECT batch, through, kafka_offset FROM {PARTITIONS} FINAL WHERE {where}", parameters=params
         ).result_rows
-        done_batch, through, offset = 0, 0, -1
-        for state, batch, _, done_through, kafka_offset in rows:
-            if state == "done":
-                done_batch, through, offset = int(batch), max(through, int(done_through)), int(kafka_offset)
-        stale = sorted({int(p) for state, batch, positions, _, _ in rows if state == "begun" and batch > done_batch
-                        for p in positions})
-        last_batch = max((int(r[1]) for r in rows), default=0)
+        done_batch, through, offset = (int(done[0][0]), int(done[0][1]), int(done[0][2])) if done else (0, 0, -1)
+        begun = self.client.query(
+            f"SELECT batch, positions FROM {BATCHES} WHERE {where} AND batch > {{b:UInt64}}",
+            parameters={**params, "b": done_batch},
+        ).result_rows
+        stale = sorted({int(p) for _, positions in begun for p in positions})
+        last_batch = max([done_batch, *(int(b) for b, _ in begun)])
         if stale:
             log.warning("%s[%d]: deleting the rows of %d positions of an unfinished batch", topic, partition,
                         len(stale))
             self._delete_positions(stale)
+        if last_batch > done_batch:
             # Close the unfinished batches, so that the next owner does not delete again.
             self._insert_done({tp: PartitionBatch(through=through, last_offset=offset)}, {tp: last_batch})
         self._through[tp] = through
@@ -208,11 +220,17 @@ class PartitionSink:
         return len(stale)
 
     def _delete_positions(self, positions: Sequence[int]) -> None:
-        for table in COLUMNS:
-            self.client.command(
-                f"DELETE FROM {table} WHERE has({{ps:Array(UInt64)}}, position)",
-                parameters={"ps": list(positions)}, settings=DELETE_SETTINGS,
-            )
+        """Deletes every row of these positions, in the tables that hold some (a delete is a mutation)."""
+        params = {"ps": list(positions)}
+        counts = " UNION ALL ".join(
+            f"SELECT '{table}', count() FROM {table} WHERE has({{ps:Array(UInt64)}}, position)" for table in COLUMNS
+        )
+        for table, n in self.client.query(counts, parameters=params).result_rows:
+            if n:
+                self.client.command(
+                    f"DELETE FROM {table} WHERE has({{ps:Array(UInt64)}}, position)", parameters=params,
+                    settings=DELETE_SETTINGS,
+                )
 
     # ------------------------------------------------------------------------------------------ writes
 
@@ -224,11 +242,11 @@ class PartitionSink:
                 raise RuntimeError(f"{tp}: write before recover")
         batches = {tp: self._batch[tp] + 1 for tp in plan.partitions}
         begun = [
-            [tp[0], tp[1], batches[tp], "begun", part.positions, self.worker]
+            [tp[0], tp[1], batches[tp], part.positions, self.worker]
             for tp, part in plan.partitions.items() if part.positions
         ]
         if begun:
-            self.client.insert(PROGRESS, begun, column_names=_BEGUN_COLUMNS, settings=INSERT_SETTINGS)
+            self.client.insert(BATCHES, begun, column_names=_BEGUN_COLUMNS, settings=INSERT_SETTINGS)
         written = self.store.insert_rows(plan.rows, plan.position_max) if plan.rows else 0
         self._insert_done(plan.partitions, batches)
         for tp, part in plan.partitions.items():
@@ -240,30 +258,27 @@ class PartitionSink:
 
     def _insert_done(self, partitions: Mapping[TP, PartitionBatch], batches: Mapping[TP, int]) -> None:
         done = [
-            [tp[0], tp[1], batches[tp], "done", part.through, part.last_offset, self.worker]
+            [tp[0], tp[1], batches[tp], part.through, part.last_offset, self.worker]
             for tp, part in partitions.items()
         ]
         if done:
-            self.client.insert(PROGRESS, done, column_names=_DONE_COLUMNS, settings=INSERT_SETTINGS)
+            self.client.insert(PARTITIONS, done, column_names=_DONE_COLUMNS, settings=INSERT_SETTINGS)
 
     def raise_watermark(self) -> int:
         """Computes the global watermark from every partition's progress and stores it when it moved."""
         rows = self.client.query(
-            f"SELECT topic, partition, max(through) FROM {PROGRESS} WHERE state = 'done' GROUP BY topic, partition"
+            f"SELECT topic, partition, through, (SELECT max(position) FROM {CHECKPOINTS} WHERE projector ="
+            f" {{p:String}}) FROM {PARTITIONS} FINAL", parameters={"p": self.store.projector},
         ).result_rows
-        done = {(str(t), int(p)): int(through) for t, p, through in rows}
+        done = {(str(t), int(p)): int(through) for t, p, through, _ in rows}
+        stored = int(rows[0][3]) if rows else 0
         watermark = min(done.get(tp, 0) for tp in self.expected)
-        if watermark > self.watermark:
-            stored = int(self.client.query(
-                f"SELECT max(position) FROM {CHECKPOINTS} WHERE projector = {{p:String}}",
-                parameters={"p": self.store.projector},
-            ).result_rows[0][0])
-            if watermark > stored:
-                self.client.insert(
-                    CHECKPOINTS, [[self.store.projector, watermark]], column_names=("projector", "position"),
-                    settings=INSERT_SETTINGS,
-                )
-            self.watermark = max(watermark, stored)
+        if watermark > stored:
+            self.client.insert(
+                CHECKPOINTS, [[self.store.projector, watermark]], column_names=("projector", "position"),
+                settings=INSERT_SETTINGS,
+            )
+        self.watermark = max(self.watermark, watermark, stored)
         return self.watermark
 
     def close(self) -> None:
