@@ -36,6 +36,16 @@ def ledger(make_ledger: Callable[..., Chain]) -> Chain:
     return make_ledger()
 
 
+@pytest.fixture(scope="session")
+def rich_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data directory of tests/rich_log.py's log (every kind of event), built once: read it, or copy it."""
+    from tests.rich_log import build_rich_log
+
+    path = tmp_path_factory.mktemp("rich-log") / "data"
+    build_rich_log(path)
+    return path
+
+
 # ============================================================================ end of chain fixtures
 
 

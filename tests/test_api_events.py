@@ -15,15 +15,13 @@ from projections.queries import ReadModel
 from projections.store import ProjectionStore
 from schemas.events import event_hash
 from schemas.settings import Settings
-from tests.test_audit import EVERY, _build_log
+from tests.rich_log import EVERY
 from writes.service import LedgerService
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("events") / "data"
-    _build_log(path)
-    return path
+@pytest.fixture
+def data_dir(rich_log: Path) -> Path:
+    return rich_log
 
 
 @pytest.fixture

@@ -14,16 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from api.cli import main
-from tests.test_audit import _build_log
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "compliance.md"
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("export") / "data"
-    _build_log(path)
-    return path
+@pytest.fixture
+def data_dir(rich_log: Path) -> Path:
+    return rich_log
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,12 @@ from projections.replay import ReplayGap, replay
 from projections.store import ProjectionStore
 from schemas.settings import Settings
 from streams.follower import Follower
-from tests.test_audit import _build_log
 from writes.service import LedgerApplication
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("replay") / "data"
-    _build_log(path)
-    return path
+@pytest.fixture
+def data_dir(rich_log: Path) -> Path:
+    return rich_log
 
 
 @pytest.fixture
