@@ -38,4 +38,6 @@ def merge_rows(into: Rows, more: Rows) -> Rows:
 
 def families() -> tuple[Family, ...]:
     """Every family, in a fixed order (their tables are written in this order, before `chain_head`)."""
-    return ()
+    from projections import bridge
+
+    return (bridge.FAMILY,)
