@@ -31,6 +31,7 @@ import httpx
 import uvicorn
 
 from api.cli_compliance import COMMANDS as COMPLIANCE_COMMANDS
+from api.cli_proofs import COMMANDS as PROOF_COMMANDS
 from api.cli_txs import COMMANDS as TX_COMMANDS
 from schemas.reasons import MALFORMED_COMMAND, PAYLOAD_TOO_LARGE, Rejection
 from schemas.settings import Settings, from_env
@@ -288,6 +289,9 @@ for _command in COMPLIANCE_COMMANDS:  # verify (replay and export as they land)
     main.add_command(_command)
 
 for _command in TX_COMMANDS:  # keygen, devnet-key, enroll, unenroll, slash, evidence, validators, slash-receipt
+    main.add_command(_command)
+
+for _command in PROOF_COMMANDS:  # verify-proof, liability-proof
     main.add_command(_command)
 
 
