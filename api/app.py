@@ -25,6 +25,7 @@ from api.gql_log import LogReader
 from api.graphql import GraphQLApp, build_schema
 from api.intake import Intake, LedgerService, TxIntake
 from api.metrics import OTHER, Metrics
+from api.proofs import liability_proofs
 from api.reads import ReadModel, Reads
 from schemas.settings import Settings
 from writes.txpool import TxPool
@@ -88,7 +89,9 @@ def create_app(
     intake = Intake(service, metrics, request_bytes_max=settings.request_bytes_max)
     # The raw log (`events`) is read from the event store where this process has one (not a read-only replica).
     log_app = getattr(service, "app", None)
-    graphql = GraphQLApp(build_schema(), Reads(read_model, LogReader(log_app) if log_app is not None else None))
+    reads = Reads(read_model, LogReader(log_app) if log_app is not None else None)
+    reads.proofs = liability_proofs(read_model, service)  # `liabilityProof` (api/gql_reserves.py)
+    graphql = GraphQLApp(build_schema(), reads)
     txs = TxIntake(pool, request_bytes_max=settings.request_bytes_max)
 
     async def healthz(_: Request) -> Response:

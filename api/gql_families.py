@@ -5,6 +5,6 @@ from __future__ import annotations
 
 
 def families() -> tuple[type, ...]:
-    from api import gql_log
+    from api import gql_log, gql_reserves
 
-    return (gql_log.Query,)
+    return (gql_log.Query, gql_reserves.Query)

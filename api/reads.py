@@ -58,6 +58,7 @@ class Reads:
         """`log`: the raw log's reader (api/gql_log.py LogReader), where this process can read the event store."""
         self.model = model
         self.log = log
+        self.proofs: Any = None  # api/proofs.py LiabilityProofs, where this server holds the reserves secret
         # Chains are only ever added (a genesis is never reverted), so a name seen once stays valid:
         # the read model is asked for the list again only when a name is not in this set. The default chain
         # is the one whose genesis came first (docs/decisions.md), so once known it never changes either;
