@@ -10,6 +10,9 @@ Exposed:
   tally_follower_<name>_total             counter  each entry of follower.counters(), when it has them
   tally_metrics_source_up{source}         gauge    1 when reading log / projection / follower worked
   tally_commands_total{kind,status,reason} counter  commands answered at intake
+  tally_reserves_ratio{chain_id,asset}    gauge    escrow / liabilities of a bridged asset at the head (none when
+                                                   nothing is owed); _escrow, _liabilities, _pending beside it
+  tally_reserves_attested_height{chain_id,asset}  gauge  height of the newest proof-of-reserves attestation
   tally_http_request_duration_seconds{route,method,status}  histogram
 
 The live figures come from a custom collector, so nothing polls in the background and a scrape shows the values
@@ -132,6 +135,57 @@ class LedgerCollector(Collector):
                 yield CounterMetricFamily(f"tally_follower_{name}", f"follower counter {name}", value=value)
 
 
+class ReservesCollector(Collector):
+    """Bridge reserves gauges per chain and asset at the head, read from the reserves views when scraped (two
+    queries per chain): the ratio is DOMAIN.md's invariant made visible (1 while liabilities equal escrow)."""
+
+    def __init__(self, read_model: Any) -> None:
+        from projections.reserve_queries import ReserveQueries
+
+        self._model = read_model
+        self._queries = ReserveQueries(read_model)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def _figures(self) -> list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]:
+        return [
+            (chain, self._queries.bridged_assets(chain), self._queries.latest_attestations(chain))
+            for chain in self._model.chains()
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        figures = _read("reserves views", self._figures)
+        if figures is None:  # logged by _read
+            return
+        labels = ["chain_id", "asset"]
+        ratio = GaugeMetricFamily(
+            "tally_reserves_ratio", "escrow / liabilities of a bridged asset at the head (1: fully backed)",
+            labels=labels,
+        )
+        amounts = {
+            name: GaugeMetricFamily(f"tally_reserves_{name}", help_text, labels=labels)
+            for name, help_text in (
+                ("escrow", "deposited - withdrawn at the head, micro-units"),
+                ("liabilities", "balances + pending withdrawals at the head, micro-units"),
+                ("pending", "withdrawals waiting for a relayer at the head, micro-units"),
+            )
+        }
+        attested = GaugeMetricFamily(
+            "tally_reserves_attested_height", "height of the newest proof-of-reserves attestation", labels=labels
+        )
+        for chain_id, assets, attestations in figures:
+            for row in assets:
+                key = [chain_id, row["asset"]]
+                if row["liabilities"] > 0:
+                    ratio.add_metric(key, row["escrow"] / row["liabilities"])
+                for name, family in amounts.items():
+                    family.add_metric(key, row[name])
+            for row in attestations:
+                attested.add_metric([chain_id, row["asset"]], row["height"])
+        yield from (ratio, *amounts.values(), attested)
+
+
 class Metrics:
     """One app's metrics. `render()` reads live values: call it in a worker thread."""
 
@@ -146,6 +200,8 @@ class Metrics:
             ["route", "method", "status"], buckets=HTTP_BUCKETS_S, registry=self.registry,
         )
         self.registry.register(LedgerCollector(service, read_model, follower))
+        if hasattr(read_model, "snapshot") and hasattr(read_model, "chains"):  # the views' read model
+            self.registry.register(ReservesCollector(read_model))
 
     def count_command(self, result: Mapping[str, Any]) -> None:
         self._commands.labels(*command_labels(result)).inc()

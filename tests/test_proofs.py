@@ -469,3 +469,17 @@ def test_a_proof_is_small() -> None:
     document["path"] = [step] * 20
     document["leaf_count"] = 2**20
     assert len(proof_format.canonical(document)) < 3_500
+
+
+def test_the_reserves_gauges(stack: Stack) -> None:
+    """/metrics: the ratio and figures of every bridged asset at the head, and the newest attested height."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = stack.client.get("/metrics").text
+    samples = {(s.name, s.labels.get("asset")): s.value for f in text_string_to_metric_families(text)
+               for s in f.samples if s.name.startswith("tally_reserves_")}
+    assert samples == {
+        ("tally_reserves_ratio", ASSET): 1.0, ("tally_reserves_escrow", ASSET): 34005.0,
+        ("tally_reserves_liabilities", ASSET): 34005.0, ("tally_reserves_pending", ASSET): 500.0,
+        ("tally_reserves_attested_height", ASSET): 4.0,
+    }
