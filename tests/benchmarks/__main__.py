@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.benchmarks import accelerators, account, ingest, projection, reorg
+from tests.benchmarks import accelerators, account, compliance, ingest, projection, reorg
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "ingest": lambda: ingest.ingest_rate(blocks_n=8, txs_per_block=1000),
@@ -19,6 +19,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "graphql_account": lambda: account.account_latency(accounts=100_000, queries=1_000),
     "accelerators": accelerators.accelerator_rates,
     "reorg": lambda: reorg.reorg_cost(depths=(1, 10, 100), txs_per_block=1000),
+    "compliance": compliance.compliance_rates,
 }
 
 
