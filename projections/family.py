@@ -38,6 +38,6 @@ def merge_rows(into: Rows, more: Rows) -> Rows:
 
 def families() -> tuple[Family, ...]:
     """Every family, in a fixed order (their tables are written in this order, before `chain_head`)."""
-    from projections import bridge
+    from projections import bridge, validators
 
-    return (bridge.FAMILY,)
+    return (validators.FAMILY, bridge.FAMILY)

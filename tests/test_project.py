@@ -38,6 +38,10 @@ def _genesis() -> GenesisAccepted:
 
 def test_genesis_rows() -> None:
     rows = project(1, _genesis())
+    # The validators family's rows (tests/test_validator_views.py has the rest): bonded stakes beyond 2**63 too.
+    assert rows.pop("validator_totals") == [("alpha", 0, 2, 0, 0, 2**63, 0, 0, 1)]
+    assert [r[:4] for r in rows.pop("validator_states")] == [("alpha", "n1", 0, 1), ("alpha", "n2", 0, 1)]
+    assert [r[1:5] for r in rows.pop("validator_events")] == [("n1", 0, 0, "enrolled"), ("n2", 0, 2, "enrolled")]
     assert rows == {
         "chains": [("alpha", G, 1_000, '{"min_stake":10}', 1)],
         "blocks": [("alpha", 0, G, ZERO_HASH, "", "", 1_000, EMPTY_ROOT, 0, 0, 0, 0, 0, 1, 1)],
