@@ -5,6 +5,6 @@ from __future__ import annotations
 
 
 def families() -> tuple[type, ...]:
-    from api import gql_log, gql_reserves
+    from api import gql_log, gql_reserves, gql_validators
 
-    return (gql_log.Query, gql_reserves.Query)
+    return (gql_log.Query, gql_validators.Query, gql_reserves.Query)

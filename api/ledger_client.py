@@ -162,12 +162,17 @@ class LedgerClient:
         return found
 
     def leaf_selection(self, type_name: str, depth: int = 2) -> str:
-        """Every scalar and enum field of a type, and those of its object fields down to `depth` levels."""
+        """Every scalar and enum field of a type, and those of its object fields down to `depth` levels. Lists of
+        objects (a validator's history) are left out: each may cost the server a query per row of a page."""
         parts = []
         for raw in (self.type_info(type_name) or {}).get("fields") or ():
             if any(a["type"]["kind"] == "NON_NULL" for a in raw["args"]):
                 continue  # a field with required arguments cannot be selected blindly
-            named = TypeRef.of(raw["type"]).named
+            ref = TypeRef.of(raw["type"])
+            unwrapped = ref.of_type if ref.kind == "NON_NULL" and ref.of_type is not None else ref
+            named = ref.named
+            if unwrapped.kind == "LIST" and named.kind == "OBJECT":
+                continue
             if named.kind in _LEAF_KINDS:
                 parts.append(raw["name"])
             elif named.kind == "OBJECT" and depth > 1 and named.name:

@@ -10,6 +10,11 @@ Exposed:
   tally_follower_<name>_total             counter  each entry of follower.counters(), when it has them
   tally_metrics_source_up{source}         gauge    1 when reading log / projection / follower worked
   tally_commands_total{kind,status,reason} counter  commands answered at intake
+  tally_slashes_total{chain_id,status,reason}           counter  slash receipts put on the canonical chain
+  tally_slashes_reverted_total{chain_id,status,reason}  counter  ... and taken off it by reorganizations
+  tally_validators{chain_id,phase}        gauge    validators per phase at the head
+  tally_validators_bonded_stake{chain_id} gauge    stake of active and unbonding validators, micro-units
+  tally_validators_slashed_stake{chain_id} / _burned_stake{chain_id}  gauges  totals at the head
   tally_reserves_ratio{chain_id,asset}    gauge    escrow / liabilities of a bridged asset at the head (none when
                                                    nothing is owed); _escrow, _liabilities, _pending beside it
   tally_reserves_attested_height{chain_id,asset}  gauge  height of the newest proof-of-reserves attestation
@@ -17,6 +22,11 @@ Exposed:
 
 The live figures come from a custom collector, so nothing polls in the background and a scrape shows the values
 of the moment. Reading them is blocking I/O: render the exposition off the event loop.
+
+The validator figures are read from the projection (projections/validator_queries.py), so they agree with the views:
+a slash receipt counts in tally_slashes_total each time a block carrying it is put on the canonical chain and in
+tally_slashes_reverted_total each time one is taken off, so both only grow and their difference is what the views
+show now.
 """
 
 from __future__ import annotations
@@ -135,6 +145,51 @@ class LedgerCollector(Collector):
                 yield CounterMetricFamily(f"tally_follower_{name}", f"follower counter {name}", value=value)
 
 
+class ValidatorCollector(Collector):
+    """Validator gauges and slash counters, read from the projection when scraped (two queries)."""
+
+    def __init__(self, read_model: Any) -> None:
+        from projections.validator_queries import ValidatorQueries
+
+        self._queries = ValidatorQueries(read_model)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        figures = _read("validator views", self._queries.validator_metrics)
+        if figures is None:  # logged by _read; the projection's own source_up says whether it can be read at all
+            return
+        labels = ["chain_id", "status", "reason"]
+        counted = CounterMetricFamily(
+            "tally_slashes", "slash receipts put on the canonical chain (applied or rejected)", labels=labels
+        )
+        reverted = CounterMetricFamily(
+            "tally_slashes_reverted", "slash receipts taken off the canonical chain by reorganizations", labels=labels
+        )
+        phases = GaugeMetricFamily("tally_validators", "validators per phase at the head", labels=["chain_id", "phase"])
+        amounts = {
+            name: GaugeMetricFamily(f"tally_validators_{name}", help_text, labels=["chain_id"])
+            for name, help_text in (
+                ("bonded_stake", "stake of active and unbonding validators at the head, micro-units"),
+                ("slashed_stake", "stake taken by applied slashes up to the head, micro-units"),
+                ("burned_stake", "slashed stake burned up to the head, micro-units"),
+            )
+        }
+        for chain_id, chain in sorted(figures.items()):
+            for family, counts in ((counted, chain["counted"]), (reverted, chain["reverted"])):
+                for (status, reason), n in sorted(counts.items()):
+                    shown = reason if _REASON_RE.fullmatch(reason) else NONE
+                    family.add_metric([chain_id, status, shown], n)
+            totals = chain["totals"]
+            for phase in ("active", "unbonding", "released"):
+                phases.add_metric([chain_id, phase], totals[f"{phase}_count"])
+            amounts["bonded_stake"].add_metric([chain_id], totals["bonded_stake"])
+            amounts["slashed_stake"].add_metric([chain_id], totals["slashed_total"])
+            amounts["burned_stake"].add_metric([chain_id], totals["burned_total"])
+        yield from (counted, reverted, phases, *amounts.values())
+
+
 class ReservesCollector(Collector):
     """Bridge reserves gauges per chain and asset at the head, read from the reserves views when scraped (two
     queries per chain): the ratio is DOMAIN.md's invariant made visible (1 while liabilities equal escrow)."""
@@ -202,6 +257,7 @@ class Metrics:
         self.registry.register(LedgerCollector(service, read_model, follower))
         if hasattr(read_model, "snapshot") and hasattr(read_model, "chains"):  # the views' read model
             self.registry.register(ReservesCollector(read_model))
+            self.registry.register(ValidatorCollector(read_model))
 
     def count_command(self, result: Mapping[str, Any]) -> None:
         self._commands.labels(*command_labels(result)).inc()
