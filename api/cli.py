@@ -227,7 +227,7 @@ def run_stack(settings: Settings, *, devnet: bool, block_interval_ms: int, txs_p
     from projections.queries import ReadModel
     from projections.store import ProjectionStore
     from streams.follower import Follower
-    from writes.devnet import CHAIN_ID, Devnet
+    from writes.devnet import CHAIN_ID, DEPOSIT_PERIOD_BLOCKS, WITHDRAW_PERIOD_BLOCKS, Devnet
     from writes.service import LedgerService
     from writes.txpool import TxPool
 
@@ -250,6 +250,8 @@ def run_stack(settings: Settings, *, devnet: bool, block_interval_ms: int, txs_p
                 block_interval_ms=block_interval_ms,
                 txs_per_block=txs_per_block,
                 pool=pool,
+                deposit_period_blocks=DEPOSIT_PERIOD_BLOCKS,  # the bridge moves: deposits, withdrawals, a relayer
+                withdraw_period_blocks=WITHDRAW_PERIOD_BLOCKS,
             )
             generator.start()
             stack.callback(generator.stop)

@@ -14,6 +14,12 @@ block (applied); about half of the offences are reported a second time by anothe
 2/3 of the active stake in its hands: it slashes or unenrolls only what leaves it that, and enrolls more stake at
 once when others' stake (enrolled through the CLI) takes it below.
 
+The bridge moves too (DOMAIN.md, Bridge reserves): the genesis names RELAYERS relayers with keys derived from the
+seed; now and then a relayer deposits a bridged asset (USDC, EURC) to a devnet account (the CLI's reserved ones
+included), now and then a devnet account asks to withdraw part of what it holds, and every withdrawal that waited
+SETTLE_AFTER_BLOCKS blocks in the queue (the CLI's too) is confirmed by a relayer, or rejected (about one in five:
+the owner is refunded). Reserves attestations then follow finality (TALLY_RESERVES_EVERY_BLOCKS).
+
 Transactions from the tx pool (`POST /v1/txs`, writes/txpool.py) go into the next block, after the devnet's own
 validator txs and before its transfers. The last `RESERVED_ACCOUNTS` funded accounts are never signed for by the
 devnet: they are for people trying the CLI (`tally devnet-key`), whose nonces are theirs alone.
@@ -72,6 +78,15 @@ VALIDATORS_ACTIVE_MIN = 2  # fewer, and the devnet enrolls at once
 ENROLL_STAKE_MIN = 50 * MICRO
 ENROLL_STAKE_SPREAD = 100 * MICRO
 OPERATOR_RESERVE = 1 * MICRO  # an operator keeps at least this much CELL after bonding a stake
+# The bridge: relayers in the genesis deposit now and then and settle the withdrawals waiting for them.
+RELAYERS = 2
+BRIDGED_ASSETS = ("USDC", "EURC")
+DEPOSIT_PERIOD_BLOCKS = 2
+WITHDRAW_PERIOD_BLOCKS = 3
+DEPOSIT_UNITS_MAX = 1_000  # a deposit is 1 .. 1,000 units of its asset
+SETTLE_AFTER_BLOCKS = 2  # a withdrawal waits this many blocks in the queue before a relayer settles it
+SETTLEMENTS_PER_BLOCK_MAX = 8
+REJECT_ONE_IN = 5  # a relayer refuses about one withdrawal in five (the owner is refunded)
 _NODE_ID = re.compile(r"devnet-node-(0|[1-9][0-9]{0,8})")
 
 Intent = Literal["applied", "bad_nonce", "insufficient_funds"]
@@ -167,6 +182,11 @@ def validator_key(seed: bytes, index: int) -> KeyPair:
     return KeyPair.from_seed(seed + f":validator:{index}".encode())
 
 
+def relayer_key(seed: bytes, index: int) -> KeyPair:
+    """The key of `devnet-relayer-{index}`, a genesis relayer (DOMAIN.md: the only keys that sign bridge txs)."""
+    return KeyPair.from_seed(seed + f":relayer:{index}".encode())
+
+
 def trading_accounts(keys: DevnetKeys) -> tuple[KeyPair, ...]:
     """The accounts the devnet signs for: all but the last RESERVED_ACCOUNTS."""
     return keys.accounts[: max(2, len(keys.accounts) - RESERVED_ACCOUNTS)]
@@ -211,7 +231,7 @@ def devnet_genesis(
             }
             for v in keys.validators
         ],
-        "relayers": [],
+        "relayers": [{"relayer_id": f"devnet-relayer-{i}", "key": relayer_key(seed, i).key} for i in range(RELAYERS)],
     }
     return genesis, keys
 
@@ -530,8 +550,9 @@ def roster_of(seed: bytes, validators: Iterable[Any]) -> Roster:
 class PlannedOp:
     """A validator tx the devnet signs, the receipt it is built to get, and its effect on the signer's CELL."""
 
-    kind: Literal["enroll", "unenroll", "slash"]
-    sender: int  # index into the accounts the devnet signs for
+    kind: Literal["enroll", "unenroll", "slash", "bridge_deposit", "withdraw_request", "withdraw_confirm",
+                  "withdraw_reject"]
+    sender: int  # index into the accounts the devnet signs for; -1 for a relayer tx (no nonce, no CELL)
     tx: dict[str, Any]
     intent: str  # "applied" or the rejection reason
     cell_delta: int = 0  # the signer's CELL change when applied (- stake bonded, + reporter's share)
@@ -550,7 +571,7 @@ def apply_ops(nonces: Sequence[int], balances: Sequence[int], ops: Sequence[Plan
     """The figures after the ops, as the ledger applies them (a rejected op changes nothing)."""
     nonce, balance = list(nonces), list(balances)
     for op in ops:
-        if op.intent == "applied":
+        if op.intent == "applied" and op.sender >= 0:
             nonce[op.sender] += 1
             balance[op.sender] += op.cell_delta
     return nonce, balance
@@ -657,6 +678,76 @@ def plan_reports(
     return ops
 
 
+# ---------------------------------------------------------------- the bridge: deposits, withdrawals, a relayer
+
+
+def bridge_state(view: Any, chain_id: str) -> tuple[frozenset[str], list[dict[str, Any]]]:
+    """(addresses of the chain's relayers, its pending withdrawal records) in the canonical state, read from the
+    ledger's fold (LedgerService.ledger); nothing when the view has none."""
+    ledger = getattr(view, "ledger", None)
+    chain = None if ledger is None else ledger.chains.get(chain_id)
+    if chain is None:
+        return frozenset(), []
+    # list() copies in one step under the GIL: the writer thread may fold a block meanwhile.
+    records = list(chain.reserves.values())
+    return frozenset(list(chain.relayer_addresses)), [dict(r) for r in records if r["status"] == "pending"]
+
+
+def plan_settlements(
+    seed: bytes, relayers: Sequence[KeyPair], pending: Sequence[dict[str, Any]], *, chain_id: str, height: int
+) -> list[PlannedOp]:
+    """A relayer confirms (paid out: an external tx drawn from the seed) or rejects (about one in REJECT_ONE_IN:
+    the owner is refunded) every withdrawal that waited SETTLE_AFTER_BLOCKS in the queue, oldest first, at most
+    SETTLEMENTS_PER_BLOCK_MAX per block."""
+    due_now = sorted((r for r in pending if r["height"] + SETTLE_AFTER_BLOCKS <= height),
+                     key=lambda r: (r["height"], r["reserve_id"]))
+    ops = []
+    for record in due_now[:SETTLEMENTS_PER_BLOCK_MAX]:
+        rid = record["reserve_id"]
+        relayer = relayers[draw(seed, f"relayer:{rid}") % len(relayers)]
+        if draw(seed, f"reject:{rid}") % REJECT_ONE_IN == 0:
+            tx = build.withdraw_reject(chain_id, relayer, rid, "devnet relayer: refused (a drawn one in five)")
+            ops.append(PlannedOp("withdraw_reject", -1, tx, "applied"))
+        else:
+            payout = "0x" + hash_hex(seed + f":payout:{chain_id}:{rid}".encode())
+            ops.append(PlannedOp("withdraw_confirm", -1, build.withdraw_confirm(chain_id, relayer, rid, payout),
+                                 "applied"))
+    return ops
+
+
+def plan_deposit(
+    seed: bytes, relayers: Sequence[KeyPair], receivers: Sequence[str], *, chain_id: str, height: int
+) -> PlannedOp:
+    """A relayer credits one of `receivers` with 1 .. DEPOSIT_UNITS_MAX units of a bridged asset (all drawn from
+    the seed for the height), as if locked on Ethereum."""
+    asset = BRIDGED_ASSETS[draw(seed, f"deposit-asset:{height}") % len(BRIDGED_ASSETS)]
+    to = receivers[draw(seed, f"deposit-to:{height}") % len(receivers)]
+    amount = (1 + draw(seed, f"deposit-amount:{height}") % DEPOSIT_UNITS_MAX) * MICRO
+    relayer = relayers[draw(seed, f"deposit-relayer:{height}") % len(relayers)]
+    rid = f"devnet:deposit:{chain_id}:{height}:{draw(seed, f'deposit-id:{height}'):016x}"
+    external = "0x" + hash_hex(seed + f":lock:{rid}".encode())
+    return PlannedOp("bridge_deposit", -1, build.bridge_deposit(chain_id, relayer, rid, asset, to, amount,
+                                                               external_tx=external), "applied")
+
+
+def plan_withdrawal(
+    seed: bytes, accounts: Sequence[KeyPair], nonces: Sequence[int], held: dict[tuple[int, str], int], *,
+    chain_id: str, height: int,
+) -> PlannedOp | None:
+    """One of `accounts` holding a bridged asset (`held`: (account index, asset) -> balance before the block)
+    asks to withdraw up to half of it to an Ethereum address; None when nobody holds any."""
+    holders = sorted(key for key, amount in held.items() if amount > 0)
+    if not holders:
+        return None
+    sender, asset = holders[draw(seed, f"withdraw-who:{height}") % len(holders)]
+    amount = 1 + draw(seed, f"withdraw-amount:{height}") % max(1, held[(sender, asset)] // 2)
+    rid = f"devnet:withdrawal:{chain_id}:{height}:{draw(seed, f'withdraw-id:{height}'):016x}"
+    destination = "0x" + hash_hex(seed + f":destination:{sender}".encode())[:40]
+    tx = build.withdraw_request(chain_id, accounts[sender], rid, asset, amount, nonce=nonces[sender],
+                                external_address=destination)
+    return PlannedOp("withdraw_request", sender, tx, "applied")
+
+
 @dataclass(frozen=True)
 class OfflineChain:
     """A devnet chain built without a ledger: the commands in submission order and each block's intents."""
@@ -737,8 +828,12 @@ class Devnet:
     Counters: `blocks_accepted` and `blocks_rejected` (every block it submitted, competing ones included),
     `errors` (steps that raised), `forks` (competing branches started) and `reorgs` (the ones that won),
     `enrollments`, `unenrollments` (applied), `equivocations`, `slashes_applied`, `slashes_rejected`,
-    `pooled_txs` (pool txs put in accepted blocks), `unexpected_receipts` (devnet txs whose receipt was not the
-    one planned) and `unfinalized` (blocks its votes did not finalize)."""
+    `pooled_txs` (pool txs put in accepted blocks), `deposits`, `withdrawal_requests`, `withdrawals_confirmed`,
+    `withdrawals_rejected` (applied), `unexpected_receipts` (devnet txs whose receipt was not the one planned) and
+    `unfinalized` (blocks its votes did not finalize).
+
+    Deposits and withdrawal requests are off unless their periods are given (`tally up` gives DEPOSIT_PERIOD_BLOCKS
+    and WITHDRAW_PERIOD_BLOCKS); the relayer settles whatever withdrawals wait, whoever requested them."""
 
     def __init__(
         self,
@@ -752,6 +847,8 @@ class Devnet:
         enroll_period_blocks: int = ENROLL_PERIOD_BLOCKS,
         unenroll_period_blocks: int = UNENROLL_PERIOD_BLOCKS,
         equivocation_period_blocks: int = EQUIVOCATION_PERIOD_BLOCKS,
+        deposit_period_blocks: int = 0,
+        withdraw_period_blocks: int = 0,
         pool: TxPool | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -764,6 +861,8 @@ class Devnet:
         self.enroll_period_blocks = enroll_period_blocks
         self.unenroll_period_blocks = unenroll_period_blocks
         self.equivocation_period_blocks = equivocation_period_blocks
+        self.deposit_period_blocks = deposit_period_blocks
+        self.withdraw_period_blocks = withdraw_period_blocks
         self.pool = pool
         self.blocks_accepted = 0
         self.blocks_rejected = 0
@@ -778,6 +877,11 @@ class Devnet:
         self.pooled_txs = 0
         self.unexpected_receipts = 0
         self.unfinalized = 0
+        self.deposits = 0
+        self.withdrawal_requests = 0
+        self.withdrawals_confirmed = 0
+        self.withdrawals_rejected = 0
+        self._bridge_off_told = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._keys: DevnetKeys | None = None
@@ -894,9 +998,42 @@ class Devnet:
                 self._seed, report, roster, accounts, *apply_ops(nonces, balances, ops), chain_id=self.chain_id,
                 params=params,
             )  # fmt: skip
+        ops += self._bridge_ops(keys, height, apply_ops(nonces, balances, ops)[0])
         room = max(0, params["max_block_txs"] - len(ops) - self.txs_per_block)
         pooled = self.pool.take(min(room, TXPOOL_BLOCK_TXS_MAX)) if self.pool is not None else []
         return ops, pooled
+
+    def _bridge_ops(self, keys: DevnetKeys, height: int, nonces: Sequence[int]) -> list[PlannedOp]:
+        """The relayer's settlements of the withdrawals waiting, a deposit and a withdrawal request when due (in
+        that order). None when the chain's genesis has none of the devnet's relayers (a devnet made before them)."""
+        relayer_addresses, pending = bridge_state(self.service, self.chain_id)
+        relayers = [k for k in (relayer_key(self._seed, i) for i in range(RELAYERS)) if k.address in relayer_addresses]
+        if not relayers:
+            if not self._bridge_off_told:
+                self._bridge_off_told = True
+                log.warning("devnet: the genesis of %r has none of the devnet's relayers (made by an older version?):"
+                            " no bridge activity; `make clean` starts a devnet with them", self.chain_id)
+            return []
+        ops = plan_settlements(self._seed, relayers, pending, chain_id=self.chain_id, height=height)
+        if due(self._seed, "deposit", height, self.deposit_period_blocks):
+            # Deposits go to the CLI's reserved accounts too: `tally liability-proof` then has a balance to prove.
+            assert self._keys is not None
+            receivers = [k.address for k in self._keys.accounts]
+            ops.append(plan_deposit(self._seed, relayers, receivers, chain_id=self.chain_id, height=height))
+        if due(self._seed, "withdraw", height, self.withdraw_period_blocks):
+            held = {
+                (i, asset): self.service.balance(self.chain_id, k.address, asset)
+                for i, k in enumerate(keys.accounts) for asset in BRIDGED_ASSETS
+            }
+            request = plan_withdrawal(self._seed, keys.accounts, nonces, held, chain_id=self.chain_id, height=height)
+            ops += [request] if request is not None else []
+        return ops
+
+    _APPLIED_COUNTERS = {
+        "enroll": "enrollments", "unenroll": "unenrollments", "bridge_deposit": "deposits",
+        "withdraw_request": "withdrawal_requests", "withdraw_confirm": "withdrawals_confirmed",
+        "withdraw_reject": "withdrawals_rejected",
+    }
 
     def _count_ops(self, ops: Sequence[PlannedOp], receipts: Sequence[dict[str, Any]]) -> None:
         for op, receipt in zip(ops, receipts, strict=False):  # the ops lead the block
@@ -907,15 +1044,15 @@ class Devnet:
                 else:
                     self.slashes_rejected += 1
             elif receipt["status"] == "applied":
-                if op.kind == "enroll":
-                    self.enrollments += 1
-                else:
-                    self.unenrollments += 1
+                counter = self._APPLIED_COUNTERS[op.kind]
+                setattr(self, counter, getattr(self, counter) + 1)
+            what = op.tx.get("node_id") or op.tx.get("reserve_id")
             if outcome != op.intent:
                 self.unexpected_receipts += 1
-                log.warning("devnet %s at height %d: %s, planned %s", op.kind, receipt["height"], outcome, op.intent)
+                log.warning("devnet %s %s at height %d: %s, planned %s", op.kind, what, receipt["height"], outcome,
+                            op.intent)
             else:
-                log.info("devnet %s %s at height %d: %s", op.kind, op.tx["node_id"], receipt["height"], outcome)
+                log.info("devnet %s %s at height %d: %s", op.kind, what, receipt["height"], outcome)
 
     def _equivocate(self, height: int, hash_: str) -> None:
         """A devnet validator also votes for a block that does not exist at `height`; the next block reports it."""
