@@ -31,6 +31,7 @@ from schemas import limits
 _VALIDATOR_CURSOR = re.compile(rf"v1:validator:([A-Za-z0-9._:-]{{1,{limits.ID_LEN_MAX}}})")
 _SLASH_CURSOR = re.compile(r"v1:slash:(0|[1-9][0-9]{0,18}):(0|[1-9][0-9]{0,9})")
 _CURSOR_CHARS_MAX = 4 * (len("v1:validator:") + limits.ID_LEN_MAX) // 3 + 4
+_TX_INDEX_MAX = 2**32 - 1  # tx indexes are UInt32 in the views
 
 ChainArg = Annotated[
     str | None, strawberry.argument(description="chain to read; defaults to the ledger's default chain")
@@ -364,7 +365,7 @@ def slash_after(after: str | None) -> tuple[int, int] | None:
     if match is None:
         raise args.BadArgument("after", "not a slashes cursor (pass a cursor from a previous slashes page)")
     height, index = int(match.group(1)), int(match.group(2))
-    if height > limits.AMOUNT_MAX:
+    if height > limits.AMOUNT_MAX or index > _TX_INDEX_MAX:
         raise args.BadArgument("after", "cursor position out of range")
     return height, index
 

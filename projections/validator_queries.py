@@ -26,8 +26,8 @@ _STATE = (
 )
 _STATE_SQL = (
     "SELECT node_id, argMax(tuple({fields}), position) AS s,"
-    " argMaxIf(unbond_height, position, unbond_height IS NOT NULL) AS unbond_h,"
-    " argMaxIf(release_height, position, release_height IS NOT NULL) AS release_h"
+    " argMaxIf(unbond_height, position, unbond_height > 0) AS unbond_h,"
+    " argMaxIf(release_height, position, release_height > 0) AS release_h"
     " FROM validator_states WHERE chain_id = {{c:String}} AND height <= {{h:UInt64}} AND position <= {{cp:UInt64}}"
     "{where} GROUP BY node_id HAVING s.1 = 1{having} ORDER BY node_id LIMIT {{n:UInt32}}"
 )
@@ -243,10 +243,10 @@ def _validator_dict(chain_id: str, height: int, row: Sequence[Any], with_key: bo
         "operator": s["operator"], "key_alg": s["key_alg"], "gpu_uuid": s["gpu_uuid"], "stake": int(s["stake"]),
         "phase": phase, "slashable": bool(s["slashable"]), "revoked": bool(s["revoked"]),
         "enrolled_height": int(s["enrolled_height"]),
-        "unbond_at_ms": None if s["unbond_at_ms"] is None else int(s["unbond_at_ms"]),
-        # The rows where the phase changed; only meaningful once it has (see projections/validators.py).
-        "unbond_height": None if phase == "active" or unbond_h is None else int(unbond_h),
-        "released_height": None if phase != RELEASED or release_h is None else int(release_h),
+        "unbond_at_ms": None if int(s["unbond_at_ms"]) < 0 else int(s["unbond_at_ms"]),
+        # The rows where the phase changed (0: none); only meaningful once it has (see projections/validators.py).
+        "unbond_height": None if phase == "active" or not unbond_h else int(unbond_h),
+        "released_height": None if phase != RELEASED or not release_h else int(release_h),
     }
     if with_key:
         out["key_pk"] = s["key_pk"]

@@ -10,8 +10,8 @@ Everything comes from what the log records (schemas/events.py): the genesis vali
   with `present` 0 when the block enrolled it). A validator's state after height h is its row with the greatest
   position among rows at height <= h: the last revert of a reorganization restores, at the lowest reverted height
   that touched it, the record it had after the common ancestor, so older rows above it are shadowed
-  (docs/decisions.md, Validators and slashing, proves it). `unbond_height` / `release_height` are set on the row
-  of the block where the phase changed ("where known"); a read takes the newest such row by position.
+  (docs/decisions.md, Validator views, says why). `unbond_height` / `release_height` are set on the row of the
+  block where the phase changed ("where known", 0 elsewhere); a read takes the newest such row by position.
 - `validator_events`: the block's history entries again, marked `reverted`.
 - `slash_receipts`: the block's slash receipts again with status `reverted` (original reason kept).
 - `validator_totals`: the block's deltas negated, so a total at height h stays a plain sum.
@@ -32,6 +32,7 @@ APPLIED, REJECTED, REVERTED = "applied", "rejected", "reverted"
 # History entry kinds, in the order they can happen to one validator within one tx slot.
 ENROLLED, UNENROLLED, SLASHED, REVOKED, RELEASED_ENTRY = "enrolled", "unenrolled", "slashed", "revoked", "released"
 
+NO_UNBOND_AT = -1  # validator_states.unbond_at_ms of a validator that is not unbonding
 STATES, EVENTS, SLASHES, TOTALS = "validator_states", "validator_events", "slash_receipts", "validator_totals"
 COLUMNS: dict[str, tuple[str, ...]] = {
     STATES: (
@@ -107,14 +108,15 @@ def project_block(position: int, b: Mapping[str, Any], reverted: bool) -> Rows:
 
 
 def _state_row(
-    c: str, node_id: str, h: int, r: Record | None, position: int,
-    unbond_height: int | None = None, release_height: int | None = None,
-) -> Row:  # fmt: skip
+    c: str, node_id: str, h: int, r: Record | None, position: int, unbond_height: int = 0, release_height: int = 0
+) -> Row:
+    """No NULLs (schemas/clickhouse/003_validators.sql): no unbond time is -1, no phase change height is 0."""
     if r is None:  # the block enrolled it: before the block it did not exist
-        return (c, node_id, h, 0, "", "", "", "", 0, "", None, 0, 0, 0, None, None, position)
+        return (c, node_id, h, 0, "", "", "", "", 0, "", NO_UNBOND_AT, 0, 0, 0, 0, 0, position)
+    unbond_at = NO_UNBOND_AT if r["unbond_at_ms"] is None else r["unbond_at_ms"]
     return (
         c, node_id, h, 1, r["operator"], r["key"]["alg"], r["key"]["pk"], r["gpu_uuid"], r["stake"], r["phase"],
-        r["unbond_at_ms"], r["enrolled_height"], int(bool(r["revoked"])), int(r["stake"] > 0), unbond_height,
+        unbond_at, r["enrolled_height"], int(bool(r["revoked"])), int(r["stake"] > 0), unbond_height,
         release_height, position,
     )
 
@@ -125,8 +127,8 @@ def _change_row(
     if reverted:
         return _state_row(c, node_id, h, before, position)
     was = ACTIVE if before is None else before["phase"]
-    unbond = h if was == ACTIVE and after["phase"] != ACTIVE else None
-    release = h if was != RELEASED and after["phase"] == RELEASED else None
+    unbond = h if was == ACTIVE and after["phase"] != ACTIVE else 0
+    release = h if was != RELEASED and after["phase"] == RELEASED else 0
     return _state_row(c, node_id, h, after, position, unbond, release)
 
 

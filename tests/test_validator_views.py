@@ -105,9 +105,9 @@ def test_a_block_writes_records_history_receipts_and_totals() -> None:
     assert set(rows) == set(COLUMNS)
     n1 = ("alpha", "n1", 7, 1, A, "ml-dsa-65", "0a", "G-n1", 5, "unbonding", UNBOND_AT, 7, 1, 1)
     assert rows["validator_states"] == [
-        (*n1, 7, None, 9),  # enrolled and revoked here: unbonding from this block
-        ("alpha", "n0", 7, 1, OP, "ml-dsa-65", "0a", "G-n0", 50, "active", None, 0, 0, 1, None, None, 9),
-        ("alpha", "n2", 7, 1, OP, "ml-dsa-65", "0a", "G-n2", 0, "released", 4_000, 1, 0, 0, None, 7, 9),
+        (*n1, 7, 0, 9),  # enrolled and revoked here: unbonding from this block
+        ("alpha", "n0", 7, 1, OP, "ml-dsa-65", "0a", "G-n0", 50, "active", -1, 0, 0, 1, 0, 0, 9),
+        ("alpha", "n2", 7, 1, OP, "ml-dsa-65", "0a", "G-n2", 0, "released", 4_000, 1, 0, 0, 0, 7, 9),
     ]
     t = [f"{i:064x}" for i in range(5)]
     assert rows["validator_events"] == [
@@ -131,9 +131,9 @@ def test_a_block_writes_records_history_receipts_and_totals() -> None:
 def test_a_revert_restores_the_records_and_takes_everything_back() -> None:
     applied, undone = project_block(9, BLOCK_7, False), project_block(12, BLOCK_7, True)
     assert undone["validator_states"] == [
-        ("alpha", "n1", 7, 0, "", "", "", "", 0, "", None, 0, 0, 0, None, None, 12),  # did not exist before
-        ("alpha", "n0", 7, 1, OP, "ml-dsa-65", "0a", "G-n0", 100, "active", None, 0, 0, 1, None, None, 12),
-        ("alpha", "n2", 7, 1, OP, "ml-dsa-65", "0a", "G-n2", 30, "unbonding", 4_000, 1, 0, 1, None, None, 12),
+        ("alpha", "n1", 7, 0, "", "", "", "", 0, "", -1, 0, 0, 0, 0, 0, 12),  # did not exist before
+        ("alpha", "n0", 7, 1, OP, "ml-dsa-65", "0a", "G-n0", 100, "active", -1, 0, 0, 1, 0, 0, 12),
+        ("alpha", "n2", 7, 1, OP, "ml-dsa-65", "0a", "G-n2", 30, "unbonding", 4_000, 1, 0, 1, 0, 0, 12),
     ]
     assert undone["validator_events"] == [(*r[:8], 1, 12) for r in applied["validator_events"]]
     assert undone["slash_receipts"] == [(*r[:8], "reverted", *r[9:14], 12) for r in applied["slash_receipts"]]
@@ -679,6 +679,7 @@ def test_graphql_slash_receipts_and_slashes(live: Live, slashed: dict[str, Any])
     ('{ validators(first: 0) { edges { cursor } } }', "first"),
     ('{ validators(after: "djE6YmxvY2s6Mw") { edges { cursor } } }', "after"),  # a blocks cursor
     ('{ slashes(after: "!!") { edges { cursor } } }', "after"),
+    ('{ slashes(after: "djE6c2xhc2g6MTo5OTk5OTk5OTk5") { edges { cursor } } }', "after"),  # index 9,999,999,999
     ('{ slashReceipt(txId: "AB") { status } }', "txId"),
     ('{ validator(nodeId: "node-0") { history(first: 0) { kind } } }', "first"),
 ])  # fmt: skip

@@ -5,8 +5,9 @@
 -- A validator's record after each block that changed it (writes/state.Validator.record(), plus `slashable`:
 -- stake > 0). A revert writes the record from before the block at the block's height (`present` 0: the block
 -- enrolled it). The state after height h is the row with the greatest position among rows at height <= h.
--- `unbond_height` and `release_height` are set on the row of the block where the phase changed; a read takes
--- the newest such row. `unbond_at_ms` may pass 2**63 (a timestamp plus the unbond window).
+-- `unbond_height` and `release_height` are set on the row of the block where the phase changed (0 elsewhere: no
+-- block at height 0 changes a phase); a read takes the newest such row. `unbond_at_ms` may pass 2**63 (a timestamp
+-- plus the unbond window); -1 when the validator has none. No column is Nullable: a NULL hashes and sums to NULL.
 CREATE TABLE IF NOT EXISTS validator_states
 (
     chain_id        LowCardinality(String),
@@ -19,12 +20,12 @@ CREATE TABLE IF NOT EXISTS validator_states
     gpu_uuid        String,
     stake           UInt64,
     phase           LowCardinality(String),
-    unbond_at_ms    Nullable(UInt128),
+    unbond_at_ms    Int128,
     enrolled_height UInt64,
     revoked         UInt8,
     slashable       UInt8,
-    unbond_height   Nullable(UInt64),
-    release_height  Nullable(UInt64),
+    unbond_height   UInt64,
+    release_height  UInt64,
     position        UInt64
 )
 ENGINE = ReplacingMergeTree
