@@ -125,10 +125,10 @@ class LedgerClient:
         receipt = self.graphql(query, t=tx_id)["receipt"]
         return None if receipt is None else dict(receipt)
 
-    def wait_receipt(
-        self, tx_id: str, timeout_s: float, poll_ms: int = RECEIPT_POLL_INTERVAL_MS
-    ) -> dict[str, Any]:
-        """The tx's receipt once it is applied or rejected (a block carried it and the views have it)."""
+    def wait_receipt(self, tx_id: str, timeout_s: float, poll_ms: int | None = None) -> dict[str, Any]:
+        """The tx's receipt once it is applied or rejected (a block carried it and the views have it); polled
+        every `poll_ms` (default RECEIPT_POLL_INTERVAL_MS, read at the call)."""
+        poll_ms = RECEIPT_POLL_INTERVAL_MS if poll_ms is None else poll_ms
         deadline = time.monotonic() + timeout_s
         while True:
             receipt = self.receipt(tx_id)
