@@ -16,8 +16,9 @@ ledger's blinding secret, and its root and total must be the attested ones, or t
 error in the log, ROOT_MISMATCH to the caller): a proof that does not lead to the published root is worse than
 none. The answer carries the account secret, so the holder can recompute its blinded id at every attested height.
 
-A tree of 1M holders takes seconds to rebuild, so the trees of the latest attestations are kept, compactly
-(sorted leaf ids and each level's hashes and sums, ~110 bytes a leaf), up to PROOF_CACHE_LEAVES_MAX leaves.
+A tree of 1M holders takes seconds to rebuild (in a worker process: api/proof_trees.py), so the trees of the
+latest attestations are kept, compactly (sorted leaf ids and each level's hashes and sums, ~110 bytes a leaf), up
+to PROOF_CACHE_LEAVES_MAX leaves.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from accelerators.verify import verify_one
 from api import proof_format
+from api.proof_trees import CompactTree, TreeBuilder
 from projections.queries import ReadModel
 from projections.reserve_queries import ReserveQueries
 from schemas.canonical import address_of, canonical_bytes
@@ -103,56 +103,18 @@ def check_request(request: Mapping[str, Any], signature: str, now_ms: int) -> No
                            " request (docs/proof-of-reserves.md)", "signature")
 
 
-@dataclass(frozen=True)
-class _Tree:
-    """A sum tree kept for proofs: leaf ids sorted (32 bytes each), each level's hashes and sums."""
-
-    ids: bytes
-    hashes: list[bytes]
-    sums: list[array[int] | list[int]]
-
-    @property
-    def leaves(self) -> int:
-        return len(self.ids) // 32
-
-    def find(self, blinded_id: bytes) -> int | None:
-        lo, hi = 0, self.leaves
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.ids[32 * mid:32 * mid + 32] < blinded_id:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo if lo < self.leaves and self.ids[32 * lo:32 * lo + 32] == blinded_id else None
-
-    def path(self, index: int) -> list[tuple[bool, tuple[bytes, int]]]:
-        steps = []
-        for hashes, sums in zip(self.hashes[:-1], self.sums[:-1], strict=True):
-            sibling = index ^ 1
-            steps.append((sibling < index, (hashes[32 * sibling:32 * sibling + 32], int(sums[sibling]))))
-            index //= 2
-        return steps
-
-
-def _compact(tree: reserves.ReservesTree) -> _Tree:
-    sums: list[array[int] | list[int]] = []
-    for level in tree.levels:
-        values = [s for _, s in level]
-        sums.append(array("Q", values) if max(values) < 2**64 else values)
-    return _Tree(b"".join(i for i, _ in tree.leaves), [b"".join(h for h, _ in level) for level in tree.levels], sums)
-
-
 class LiabilityProofs:
     """Proofs for signed requests, from the reserves views and the ledger's blinding secret (None: refused)."""
 
     def __init__(
         self, queries: ReserveQueries, secret: bytes | None, *, now_ms: Callable[[], int] | None = None,
-        cache_leaves_max: int = PROOF_CACHE_LEAVES_MAX,
+        cache_leaves_max: int = PROOF_CACHE_LEAVES_MAX, builder: TreeBuilder | None = None,
     ) -> None:
         self.queries = queries
+        self.builder = builder or TreeBuilder()
         self._secret = secret
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
-        self._cache: OrderedDict[tuple[str, str, int, str], _Tree] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, int, str], CompactTree] = OrderedDict()
         self._cache_leaves_max = cache_leaves_max
         self._lock = threading.Lock()  # one build at a time: a second request for the same tree waits for it
 
@@ -181,7 +143,7 @@ class LiabilityProofs:
         proof_format.verify(document, attested["root"])
         return {**document, "block_hash": attested["block_hash"], "attestation": attested}
 
-    def tree(self, attested: Mapping[str, Any]) -> _Tree:
+    def tree(self, attested: Mapping[str, Any]) -> CompactTree:
         """The attested tree, rebuilt from the views (or kept from before); ROOT_MISMATCH when it differs."""
         key = (attested["chain_id"], attested["asset"], int(attested["height"]), attested["root"])
         with self._lock:
@@ -195,24 +157,28 @@ class LiabilityProofs:
                 self._cache.popitem(last=False)
             return tree
 
-    def _rebuild(self, attested: Mapping[str, Any]) -> _Tree:
+    def _rebuild(self, attested: Mapping[str, Any]) -> CompactTree:
         assert self._secret is not None
         chain_id, asset, height = attested["chain_id"], attested["asset"], int(attested["height"])
         _, holdings = self.queries.holdings(chain_id, asset, height)
-        built = reserves.build_tree(self._secret, chain_id, asset, height, holdings)
+        built = self.builder.build(self._secret, chain_id, asset, height, holdings)
         root, total = built.root
-        if root.hex() != attested["root"] or total != attested["total"] or len(built.leaves) != attested["leaf_count"]:
+        if root.hex() != attested["root"] or total != attested["total"] or built.leaves != attested["leaf_count"]:
             log.error(
                 "proof of reserves: the tree rebuilt from the views for %s %s at height %d has root %s, total %d,"
                 " %d leaves; the attestation says root %s, total %d, %d leaves. Refusing proofs for it.",
-                chain_id, asset, height, root.hex(), total, len(built.leaves), attested["root"], attested["total"],
+                chain_id, asset, height, root.hex(), total, built.leaves, attested["root"], attested["total"],
                 attested["leaf_count"],
             )
             raise ProofRefused(
                 "ROOT_MISMATCH", f"the balances of {asset} at height {height} in the views do not give the attested"
                 f" root {attested['root']} (they give {root.hex()}): no proof is served for it; the operator is told",
             )
-        return _compact(built)
+        return built
+
+    def close(self) -> None:
+        """Stops the tree builder's worker process, if one was started."""
+        self.builder.close()
 
 
 def liability_proofs(read_model: Any, service: Any) -> LiabilityProofs | None:

@@ -126,8 +126,8 @@ class ReserveQueries:
         self, chain_id: str, reserve_id: str, at_height: int | None = None, finality: str = LATEST
     ) -> dict[str, Any] | None:
         """A reserve_id's record after the height, with `history`: every change of it, oldest first, each
-        `reverted` when a reorganization took its block off the canonical chain (with `at_height`, the changes at
-        heights up to it). None when no such record."""
+        `reverted` when a reorganization took its block off the canonical chain (with `at_height` or at the final
+        head, the changes at heights up to it). None when no such record."""
         at = self._at(chain_id, at_height, finality)
         if at is None:
             return None
@@ -143,7 +143,7 @@ class ReserveQueries:
             return None
         record = {k: current[-1][k] for k in _RECORD_FIELDS}
         history = _history(rows, head if head is not None else height)
-        if at_height is not None:  # the history up to that height (read at the head: all of it)
+        if at_height is not None or finality != LATEST:  # the history up to that height (at the tip: all of it)
             history = [h for h in history if h["height"] <= height]
         return {"chain_id": chain_id, "height": height, **record, "history": history}
 

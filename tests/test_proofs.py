@@ -38,7 +38,8 @@ from api import create_app, proof_format
 from api.cli import main as tally
 from api.cli_proofs import check_file
 from api.keyfile import write_key_file
-from api.proofs import REQUEST_TTL_MS_MAX, LiabilityProofs, ProofRefused, _compact, request_of
+from api.proof_trees import TreeBuilder, compact
+from api.proofs import REQUEST_TTL_MS_MAX, LiabilityProofs, ProofRefused, request_of
 from projections.queries import ReadModel
 from projections.reserve_queries import ReserveQueries
 from projections.store import ProjectionStore
@@ -70,18 +71,18 @@ CUSTOMER = _docs_script()
 def proofs_of(secret: bytes, holdings: list[tuple[str, int]], height: int = 7) -> tuple[str, list[dict[str, Any]]]:
     """(root, a proof document per holder) as the proof service makes them."""
     tree = reserves.build_tree(secret, CHAIN, ASSET, height, holdings)
-    compact = _compact(tree)
+    kept = compact(tree)
     root, total = tree.root
     documents = []
     for address, balance in holdings:
         account_secret = reserves.account_secret(secret, CHAIN, address)
         blinded = reserves.blinded_id(account_secret, CHAIN, ASSET, height, address)
-        index = compact.find(blinded)
-        assert index == tree.index[address] and compact.path(index) == tree.proof(address)
+        index = kept.find(blinded)
+        assert index == tree.index[address] and kept.path(index) == tree.proof(address)
         documents.append(proof_format.document(
-            chain_id=CHAIN, asset=ASSET, height=height, root=root.hex(), total=total, leaf_count=compact.leaves,
+            chain_id=CHAIN, asset=ASSET, height=height, root=root.hex(), total=total, leaf_count=kept.leaves,
             address=address, account_secret=account_secret, blinded_id=blinded, balance=balance,
-            path=compact.path(index),
+            path=kept.path(index),
         ))
     return root.hex(), documents
 
@@ -415,6 +416,21 @@ def test_the_trees_of_the_latest_attestations_are_kept(stack: Stack) -> None:
     proofs.proof(*_signed(HOLDERS[0], 2))
     proofs.proof(*_signed(HOLDERS[0], 4))
     assert queries.rebuilds == 3
+
+
+def test_a_large_tree_is_built_in_a_worker_process(stack: Stack) -> None:
+    """From `process_holders_min` holders on, the rebuild runs in a worker process (the API's threads keep the
+    GIL); the proofs are the same."""
+    inline = LiabilityProofs(ReserveQueries(ReadModel(stack.store)), stack.service.attestor.secret,
+                             builder=TreeBuilder(process_holders_min=0))
+    worker = LiabilityProofs(ReserveQueries(ReadModel(stack.store)), stack.service.attestor.secret,
+                             builder=TreeBuilder(process_holders_min=1))
+    try:
+        request = _signed(HOLDERS[6], 4)
+        assert worker.proof(*request) == inline.proof(*request)
+        assert worker.builder._pool is not None and inline.builder._pool is None
+    finally:
+        worker.close()
 
 
 def test_without_the_secret_no_proof_is_served(stack: Stack) -> None:

@@ -230,6 +230,7 @@ def views(read: ReadModel, top: int, *, full: bool = True) -> dict[str, Any]:
         out["by_asset"] = {a: q.withdrawals(CHAIN, None, 500, asset=a) for a in ASSETS}
         out["attestations"] = {(a, h): _strip(q.attestation(CHAIN, a, h)) for a in ASSETS for h in range(top + 1)}
         out["finalized"] = {a: q.reserves(CHAIN, a, finality=FINAL) for a in ASSETS}
+        out["records_final"] = {r: _canonical_record(q.reserve(CHAIN, r, finality=FINAL)) for r in RESERVE_IDS}
     return out
 
 
