@@ -487,7 +487,8 @@ def _block_dict(row: Sequence[Any], pointers: dict[str, Pointer]) -> dict[str, A
 
 def _receipt_ranked(row: Sequence[Any], snap: Snapshot) -> tuple[tuple[int, ...], dict[str, Any]]:
     """(rank, receipt) of an inclusion's latest row: canonical applied above canonical rejected (each by height,
-    then index) above reverted (by the position of the revert)."""
+    then index) above reverted (by the position of the revert, then index: a block that replays a tx holds it
+    twice, and the later inclusion ranks first, as among canonical rejected ones)."""
     tx_id, status, reason, height, index, block_hash, chain_id, position = row
     pointers = snap.chain(chain_id)
     # Above the head, a tx row not yet reverted belongs to a block the reorganization already took off.
@@ -495,7 +496,7 @@ def _receipt_ranked(row: Sequence[Any], snap: Snapshot) -> tuple[tuple[int, ...]
     if canonical:
         rank = (2 if status == APPLIED else 1, height, index)
     else:
-        status, rank = REVERTED, (0, position, 0)
+        status, rank = REVERTED, (0, position, index)
     keys = ("tx_id", "status", "reason", "height", "index", "block_hash", "chain_id")
     return rank, dict(zip(keys, (tx_id, status, reason, height, index, block_hash, chain_id), strict=True))
 
