@@ -207,9 +207,13 @@ def history_entries(b: Mapping[str, Any]) -> list[tuple[str, int, str, str, int]
     for node_id, before, after in fx.get("validators") or ():
         stake = before["stake"] if before is not None else 0
         if before is None:
-            index = next(enrolls)
-            stake = txs[index][_AMOUNT]
-            entries.append((node_id, 2 * index, ENROLLED, tx_ids[index], stake))
+            index = next(enrolls, None)
+            if index is None:  # not a block the ledger records (see above): the entry, without its tx
+                stake = after["stake"] + sum(s[3] for s in slashes_of.get(node_id, ()))
+                entries.append((node_id, 0, ENROLLED, "", stake))
+            else:
+                stake = txs[index][_AMOUNT]
+                entries.append((node_id, 2 * index, ENROLLED, tx_ids[index], stake))
         was_revoked = before is not None and bool(before["revoked"])
         for index, _, _, slashed, _, _, revoked in slashes_of.get(node_id, ()):
             stake -= slashed

@@ -26,6 +26,9 @@ import httpx
 import pytest
 import strawberry
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as statistic
+from hypothesis import strategies as st
 from test_api_client import Client
 
 import api.cli_txs
@@ -201,7 +204,8 @@ class History:
     """The live log: commands decided, sealed and folded by the ledger's own code, with every event's position,
     and the canonical branch the views show after each position."""
 
-    def __init__(self) -> None:
+    def __init__(self, nodes: Sequence[str] = NODES) -> None:
+        self.nodes = tuple(nodes)  # the node_ids the views are asked about
         self.ledger = Ledger()
         self.events: list[LedgerEvent] = []
         self.branches: list[tuple[str, ...]] = []  # after each position: canonical hashes up to the views' head
@@ -341,21 +345,21 @@ def head_views(q: ValidatorQueries, tx_ids: Sequence[str], finality: str = "late
     }
 
 
-def command_views(q: ValidatorQueries, tx_ids: Sequence[str]) -> dict[str, Any]:
+def command_views(q: ValidatorQueries, tx_ids: Sequence[str], nodes: Sequence[str] = NODES) -> dict[str, Any]:
     """Compared at the end of each command: histories, phases, receipts."""
     return {
-        "history": {n: q.validator_history(CHAIN, n) for n in NODES},
+        "history": {n: q.validator_history(CHAIN, n) for n in nodes},
         "phases": {p: q.validators(CHAIN, PAGE_SIZE_MAX, phase=p) for p in PHASES},
         "receipts": {t: q.slash_receipt(t, CHAIN) for t in tx_ids},
     }
 
 
-def height_views(q: ValidatorQueries, top: int) -> dict[str, Any]:
+def height_views(q: ValidatorQueries, top: int, nodes: Sequence[str] = NODES) -> dict[str, Any]:
     """Compared after each reorganization and at the end: every height, slashes per node."""
     return {
         "validators_at": [q.validators(CHAIN, PAGE_SIZE_MAX, at_height=h, with_key=True) for h in range(top + 1)],
         "totals_at": [q.validator_totals(CHAIN, at_height=h) for h in range(top + 1)],
-        "by_node": {n: q.slashes(CHAIN, n, first=PAGE_SIZE_MAX) for n in NODES},
+        "by_node": {n: q.slashes(CHAIN, n, first=PAGE_SIZE_MAX) for n in nodes},
     }
 
 
@@ -374,7 +378,7 @@ class Fresh:
         self.history = history
         self.store = ProjectionStore(engine, database=f"fresh_{uuid.uuid4().hex[:16]}")
         self.ledger, self.events, self.branch = Ledger(), list[LedgerEvent](), tuple[str, ...]()
-        self.cache: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {}
+        self.cache: dict[tuple[tuple[str, ...], str, int], dict[str, Any]] = {}
 
     def close(self) -> None:
         self.store.drop()
@@ -400,13 +404,15 @@ class Fresh:
         return ValidatorQueries(ReadModel(self.store))
 
     def views(self, branch: tuple[str, ...], group: str) -> dict[str, Any]:
-        if (branch, group) not in self.cache:
-            q, txs = self.model(branch), self.history.slash_txs
-            self.cache[(branch, group)] = {
-                "head": lambda: head_views(q, txs), "command": lambda: command_views(q, txs),
-                "heights": lambda: height_views(q, len(branch) - 1),
+        # Keyed by the slash txs known too: a tx in a side block asks for its receipt on an unchanged branch.
+        key = (branch, group, len(self.history.slash_txs))
+        if key not in self.cache:
+            q, txs, nodes = self.model(branch), self.history.slash_txs, self.history.nodes
+            self.cache[key] = {
+                "head": lambda: head_views(q, txs), "command": lambda: command_views(q, txs, nodes),
+                "heights": lambda: height_views(q, len(branch) - 1, nodes),
             }[group]()
-        return self.cache[(branch, group)]
+        return self.cache[key]
 
 
 def test_after_every_position_the_views_equal_a_fresh_projection_of_the_canonical_branch(chdb_dsn: str) -> None:
@@ -517,6 +523,71 @@ def test_the_history_tells_what_happened_and_reverted_entries_are_marked(chdb_ds
         assert reverted is not None and (reverted["status"], reverted["slashed"], reverted["revoked"]) == (
             "reverted", 75 * CELL // 10, True)
         assert q.slash_receipt("00" * 32) is None
+
+
+RANDOM_NODES = ("r0", "r1", "r2", "r3", "node-0")
+ACCOUNT_KEYS = (ALICE, BOB, CAROL)
+# (kind, account, node, amount or offence height, variant: another key and gpu for an enroll, the votes swapped
+# for a slash); most of them are rejected one way or another (bad nonce aside: nonces are right on each branch).
+validator_txs = st.lists(
+    st.tuples(st.sampled_from(["enroll", "enroll", "unenroll", "slash", "slash"]), st.integers(0, 2),
+              st.integers(0, 4), st.integers(1, 3), st.booleans()),
+    max_size=3,
+)  # fmt: skip
+
+
+def _random_tx(kind: str, account: int, node: int, k: int, variant: bool, nonce: Callable[[KeyPair], int]) -> Any:
+    who, name = ACCOUNT_KEYS[account], RANDOM_NODES[node]
+    if kind == "enroll":
+        key = keypair(f"rand-{name}-{int(variant)}")
+        return build.enroll(CHAIN, who, name, f"GPU-{name}-{int(variant)}", (5 + 5 * k) * CELL, key, nonce=nonce(who))
+    if kind == "unenroll":
+        return build.unenroll(CHAIN, who, name, nonce=nonce(who))
+    key = VALS[0].key if name == "node-0" else keypair(f"rand-{name}-0")
+    hashes = (HASH_B, HASH_A) if variant else (HASH_A, HASH_B)
+    return build.slash(CHAIN, who, name, build.evidence(CHAIN, name, key, k, hashes), nonce=nonce(who))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_random_validator_activity_on_random_forks_projects_like_its_canonical_branch(
+    chdb_dsn: str, data: st.DataObject
+) -> None:
+    """Blocks of random enrollments, unenrollments and slashes on a random tree (parents among the newest few, so
+    branches overtake each other): after each block, the views equal a fresh projection of the canonical branch."""
+    n = data.draw(st.integers(3, 7), label="blocks")
+    history = History(RANDOM_NODES)
+    hashes = [history.chain.canonical[0]]
+    fresh = Fresh(chdb_dsn, history)
+    try:
+        with scratch_store(chdb_dsn, "random") as store:
+            q = ValidatorQueries(ReadModel(store))
+            for i in range(1, n + 1):
+                parent = hashes[data.draw(st.integers(max(0, i - 3), i - 1), label=f"parent of {i}")]
+                plan = data.draw(validator_txs, label=f"txs of {i}")
+                branch = BranchView(history.chain, history.chain.blocks[parent])
+                active = [j for j in (1, 2, 0) if (v := branch.validator(VALS[j].node_id)) and v.phase == "active"]
+                hashes.append(history.block(parent, active[0], lambda nonce, plan=plan: [  # type: ignore[misc]
+                    _random_tx(*tx, nonce) for tx in plan]))
+                write_events(store, history.events, store.checkpoint(), len(history.events))
+                canonical = history.branches[-1]
+                assert head_views(q, history.slash_txs) == fresh.views(canonical, "head"), i
+                live = command_views(q, history.slash_txs, RANDOM_NODES)
+                expected = fresh.views(canonical, "command")
+                assert (live["history"], live["phases"]) == (expected["history"], expected["phases"]), i
+                for t, receipt in live["receipts"].items():
+                    if expected["receipts"][t] is not None:
+                        assert receipt == expected["receipts"][t], (i, t)
+                    else:
+                        assert receipt is None or receipt["status"] == "reverted", (i, t, receipt)
+            top = len(history.branches[-1]) - 1
+            assert height_views(q, top, RANDOM_NODES) == fresh.views(history.branches[-1], "heights")
+            check_against_the_write_side(q, history)
+    finally:
+        fresh.close()
+    statistic(f"reorganizations: {min(history.chain.reorganizations, 2)}")
+    statistic(f"validators: {min(len(history.chain.validators) - 3, 3)}")
+    statistic(f"applied slashes: {min(len(history.chain.offences), 2)}")
 
 
 # ============================================================================ the real service, the follower, the API
