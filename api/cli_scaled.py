@@ -159,18 +159,20 @@ def _stop_on_signals(stop: Any) -> None:
 @click.command()
 @click.option("--web-port", type=int, default=None, help="The worker's web server (/metrics) [default: 6066].")
 @click.option("--web-host", default=None, help="Its address [default: 127.0.0.1].")
-def stream(web_port: int | None, web_host: str | None) -> None:
+@click.option("--families", default=None, help="Families to project, e.g. blocks,transactions [default: all].")
+def stream(web_port: int | None, web_host: str | None, families: str | None) -> None:
     """Run one Faust worker projecting the Kafka topics into the views (topics and views checked first)."""
     from faust.worker import Worker
 
-    from streams.faust_app import build_app
+    from streams.faust_app import build_app, served_families
     from streams.topics import TopicsMissing, data_partition_counts
 
     _logging()
-    settings = from_env(stream_web_port=web_port, stream_web_host=web_host)
+    settings = from_env(stream_web_port=web_port, stream_web_host=web_host, stream_families=families)
     try:
+        served_families(settings)
         partitions = data_partition_counts(settings)
-    except TopicsMissing as exc:
+    except (TopicsMissing, ValueError) as exc:
         _fail(str(exc))
     store = open_views(settings)
     app, projector = build_app(settings, store, partitions)

@@ -51,3 +51,4 @@ STREAM_BATCH_EVENTS_MAX = 2_000  # events a worker's agent projects and writes a
 STREAM_BATCH_WAIT_MS = 200  # a partial batch is written after this long
 STREAM_SESSION_TIMEOUT_MS = 10_000  # a dead worker's partitions move after this long
 STREAM_RETRY_PAUSE_MS_MAX = 5_000
+STREAM_COMMIT_INTERVAL_MS = 24 * 3600 * 1000  # never, in effect: offsets live with the rows (streams/sink.py)

@@ -47,6 +47,12 @@ class Settings:
     stream_batch_events_max: int = limits.STREAM_BATCH_EVENTS_MAX
     stream_batch_wait_ms: int = limits.STREAM_BATCH_WAIT_MS
     stream_session_timeout_ms: int = limits.STREAM_SESSION_TIMEOUT_MS
+    # The event families a worker projects (comma-separated; empty: all). Workers serving the same families form
+    # one consumer group and share its partitions; see docs/operations.md, Scale.
+    stream_families: str = ""
+    # Appended to the consumer group's name. Leave empty in production. The tests' broker (noida-db) never
+    # expires the session of a member killed with SIGKILL, so a restarted worker there joins a group of its own.
+    stream_group_suffix: str = ""
     stream_web_host: str = "127.0.0.1"  # the Faust worker's web server (/metrics): loopback unless told otherwise
     stream_web_port: int = 6066
 

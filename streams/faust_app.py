@@ -1,12 +1,15 @@
 """The Faust workers of the scaled deployment (`tally stream`): one agent per data topic, thin by design.
 
-Each agent takes a batch of messages (`take_events`: Faust acknowledges them only when the agent asks for the
-next batch, so an offset is committed only after its batch is written), and hands it to `Projector.handle`:
+Each agent takes a batch of messages (`noack_take`) and hands it to `Projector.handle`:
 decode, call the same pure projection as the embedded follower (streams/follower.py: project_notification),
 write through the scaled sink (streams/sink.py: rows, then per-partition progress, then the global watermark).
 Undecodable messages go to the dead-letter topic; an event that cannot be projected becomes the same
 `projection_errors` row as in the embedded stack; a failed write is retried from the same batch after a pause.
 Nothing here raises out of an agent: a crashed agent would stop its partitions.
+
+Kafka offsets are never committed: the offset of each partition's last written message is stored with its progress
+in ClickHouse, and a worker given a partition seeks there (`on_assigned`); with none stored it reads the partition
+from the start and skips what is written. So a worker's position and its rows can never disagree.
 
 The ClickHouse client is synchronous: every write runs on one thread of the worker (`Projector._executor`), so
 the event loop keeps heartbeating while a batch is written and writes never interleave.
@@ -47,7 +50,7 @@ from streams import families
 from streams.sink import TP, Delivered, PartitionSink, Plan, plan_batch
 
 log = logging.getLogger(__name__)
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
 
 
 def ledger_mapper() -> Any:
@@ -57,17 +60,24 @@ def ledger_mapper() -> Any:
     return LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).mapper
 
 
-def group_id(settings: Settings, store: ProjectionStore) -> str:
-    """The consumer group: one per generation of the views. Views made anew (a DDL change, or dropped by an
-    operator) get a new group, which starts at the beginning of every partition: a replay from the log."""
-    rows = store.client.query("SELECT fingerprint, applied_at FROM ddl_meta ORDER BY applied_at DESC LIMIT 1")
-    if not rows.result_rows:
-        raise RuntimeError(f"no views in {store.database}: run `tally views create` first")
-    fingerprint, applied_at = rows.result_rows[0]
-    import blake3
+def served_families(settings: Settings) -> list[str]:
+    """The families this worker projects: `stream_families` (comma-separated), every family when empty."""
+    if not settings.stream_families.strip():
+        return list(families.FAMILIES)
+    wanted = [f.strip() for f in settings.stream_families.split(",") if f.strip()]
+    unknown = sorted(set(wanted) - set(families.FAMILIES))
+    if unknown:
+        raise ValueError(f"stream_families: no such families {unknown}; families are {list(families.FAMILIES)}")
+    return sorted(set(wanted))
 
-    generation = blake3.blake3(f"{fingerprint}/{applied_at.isoformat()}".encode()).hexdigest()[:12]
-    return f"{settings.topic_prefix}-views-{generation}"
+
+def group_id(settings: Settings) -> str:
+    """The consumer group of the workers serving the same families. It carries no position (offsets are never
+    committed, see the module docstring), so views made anew are replayed from the start of every partition."""
+    served = served_families(settings)
+    suffix = "" if served == sorted(families.FAMILIES) else "-" + "+".join(served)
+    instance = f"-{settings.stream_group_suffix}" if settings.stream_group_suffix else ""
+    return f"{settings.topic_prefix}-views{suffix}{instance}"
 
 
 class Projector:
@@ -90,6 +100,7 @@ class Projector:
         self.failed = Counter("tally_stream_failed_batches", "batch writes that failed (retried)",
                               registry=self.registry)
         self.relay_position = 0
+        self.assigned: set[TP] = set()  # the partitions Kafka gave this worker (rebalance signals)
         self.next_offsets: dict[TP, int] = {}
         self.highwater: Any = None  # set by build_app: tp -> Kafka highwater
         self.registry.register(_LiveFigures(self))
@@ -98,15 +109,19 @@ class Projector:
 
     async def handle(self, delivered: Sequence[Delivered], dead_letter: Any) -> None:
         """Projects and writes one batch, retrying until it is written: it returns only once the batch's
-        offsets may be committed."""
+        offsets may be acknowledged. Messages of partitions this worker no longer holds are left to their new
+        owner, which reads them again from the offset stored with that partition's rows."""
         loop = asyncio.get_running_loop()
         pause_s = 0.1
         while True:
             try:
                 plan = await loop.run_in_executor(self._executor, self._plan, delivered)
+                # Before the write, whose stored offset a new owner seeks past: a dead letter is never lost,
+                # and may be sent twice (at-least-once) when the batch is tried again.
                 for message, error in plan.dead_letters:
                     await _send_dead_letter(dead_letter, message, error)
-                await loop.run_in_executor(self._executor, self.sink.write, plan)
+                if not await loop.run_in_executor(self._executor, self._write, plan):
+                    continue  # a partition was revoked meanwhile: plan again from what is still held
             except Exception:
                 self.failed.inc()
                 log.exception("a batch of %d messages failed; retrying", len(delivered))
@@ -120,10 +135,24 @@ class Projector:
             return
 
     def _plan(self, delivered: Sequence[Delivered]) -> Plan:
-        for tp in dict.fromkeys((m.topic, m.partition) for m in delivered):
+        """On the sink's thread: recovers the partitions held and not yet recovered, plans their messages."""
+        held = [m for m in delivered if (m.topic, m.partition) in self.assigned]
+        for tp in dict.fromkeys((m.topic, m.partition) for m in held):
             if not self.sink.owns(tp):
                 self.sink.recover(tp)
-        return plan_batch(delivered, self.mapper, self.sink.through(), self.sink.watermark)
+        return plan_batch(held, self.mapper, self.sink.through(), self.sink.watermark)
+
+    def _write(self, plan: Plan) -> bool:
+        """On the sink's thread, where a revocation (`forget`) waits its turn: False when a partition of the
+        plan was revoked since it was planned (nothing written)."""
+        if not all(self.sink.owns(tp) for tp in plan.partitions):
+            return False
+        self.sink.write(plan)
+        return True
+
+    def stored_offsets(self, tps: set[TP]) -> dict[TP, int]:
+        """The next offset to read of each partition, from its progress row (absent: never written)."""
+        return {tp: offset + 1 for tp, offset in self.sink.stored_offsets(tps).items() if offset >= 0}
 
     def _count(self, plan: Plan, delivered: Sequence[Delivered]) -> None:
         topic = delivered[0].topic
@@ -141,9 +170,13 @@ class Projector:
 
     async def forget(self, tps: set[TP]) -> None:
         """Partitions revoked: serialised behind the write in flight, then recovered again when next seen."""
+        self.assigned -= tps
         await asyncio.get_running_loop().run_in_executor(self._executor, self.sink.forget, tps)
         for tp in tps:
             self.next_offsets.pop(tp, None)
+
+    def assign(self, tps: set[TP]) -> None:
+        self.assigned |= tps
 
     def metrics_text(self) -> bytes:
         return generate_latest(self.registry)
@@ -185,6 +218,29 @@ class _LiveFigures(Collector):
                                 value=max(0, p.relay_position - p.sink.watermark))
 
 
+async def _seek(app: faust.App, seeks: dict[Any, int]) -> None:
+    """Moves the consumer of these partitions to these offsets, on the consumer's own thread.
+
+    Faust's public ways do not fit: `consumer.seek` runs on the caller's thread and raced the fetcher (aiokafka
+    crashed with a KeyError in `fetched_records`), and `seek_wait` then waits for the positions, which blocked the
+    rebalance it is called from. So the aiokafka consumer is reached through Faust's consumer thread (private
+    attributes of faust-streaming 0.15.3, pinned). A seek that does not happen only costs skipped duplicates.
+    """
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    aio = thread._ensure_consumer()
+    read_offsets = app.consumer._read_offset  # type: ignore[attr-defined]
+
+    async def seek_all() -> None:
+        for tp, offset in seeks.items():
+            aio.seek(tp, offset)
+            read_offsets[tp] = offset
+
+    try:
+        await thread.call_thread(seek_all)
+    except Exception:  # not fatal: the partition is read from the committed (none: earliest) offset instead
+        log.warning("seeking %d partitions to their stored offsets failed", len(seeks), exc_info=True)
+
+
 async def _send_dead_letter(topic: Any, message: Delivered, error: str) -> None:
     headers = {
         "tally-error": error[:1000].encode(), "tally-topic": message.topic.encode(),
@@ -196,23 +252,35 @@ async def _send_dead_letter(topic: Any, message: Delivered, error: str) -> None:
 
 
 def build_app(settings: Settings, store: ProjectionStore, partitions: dict[str, int]) -> tuple[faust.App, Projector]:
-    """The Faust app of one worker: an agent per data topic, /metrics, rebalance hooks."""
+    """The Faust app of one worker: an agent per data topic it serves, /metrics, rebalance hooks. `partitions`:
+    every data topic (the global watermark is over all of them, whoever serves them)."""
     worker = f"{socket.gethostname()}-{os.getpid()}"
     projector = Projector(store, partitions, ledger_mapper(), worker)
     brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(","))
     session_s = settings.stream_session_timeout_ms / 1000
     app = faust.App(
-        group_id(settings, store),
+        group_id(settings),
         broker=brokers,
         store="memory://",
         topic_allow_declare=False,  # topics are the project's (`tally topics create`), never auto-created
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",  # a new group replays from the start
         processing_guarantee="at_least_once",
+        # On a rebalance Faust would wait for every message it handed to an agent to be acknowledged, including
+        # those still waiting in a take buffer, and a worker kept waiting past the session timeout loses its
+        # membership and waits again (seen with two workers). The sink needs no such wait: redelivered messages
+        # are skipped or recovered (streams/sink.py). What it does need, that the write in flight finishes
+        # before another worker takes the partition, `on_revoked` gives: Faust awaits it before rejoining.
+        stream_wait_empty=False,
         broker_session_timeout=session_s,
         broker_heartbeat_interval=max(0.5, session_s / 5),
         broker_rebalance_timeout=max(session_s, 10.0),
-        broker_commit_interval=1.0,
+        # Kafka offsets are not committed (nothing is acknowledged): each partition's offset is stored with its
+        # rows (stream_partitions) and a worker given a partition seeks there (`on_assigned`). Commits racing a
+        # rebalance made the broker of the tests drop the member again and again; a missed seek only costs
+        # skipped duplicates.
+        broker_commit_interval=limits.STREAM_COMMIT_INTERVAL_MS / 1000,
+        broker_commit_every=2**62,
         consumer_max_fetch_size=limits.KAFKA_MESSAGE_BYTES_MAX,
         web_enabled=True,
         web_host=settings.stream_web_host,
@@ -226,7 +294,9 @@ def build_app(settings: Settings, store: ProjectionStore, partitions: dict[str, 
 
     def agent_for(topic_name: str) -> Any:
         async def project_topic(stream: Any) -> None:
-            async for events in stream.take_events(batch_max, within_s):
+            # Never acknowledged: Faust then never commits offsets (each partition's offset lives with its
+            # rows, and `on_assigned` seeks there), so no commit can race a rebalance.
+            async for events in stream.noack_take(batch_max, within_s):
                 delivered = [
                     Delivered(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                               e.message.value)
@@ -237,7 +307,8 @@ def build_app(settings: Settings, store: ProjectionStore, partitions: dict[str, 
         project_topic.__name__ = f"project_{topic_name.rsplit('.', 1)[-1]}"
         return project_topic
 
-    for topic_name in sorted(partitions):
+    served = {families.topic_name(settings.topic_prefix, f) for f in served_families(settings)}
+    for topic_name in sorted(t for t in partitions if t in served):
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes, key_serializer="raw",
                           value_serializer="raw")
         app.agent(topic, name=f"project-{topic_name}")(agent_for(topic_name))
@@ -245,6 +316,19 @@ def build_app(settings: Settings, store: ProjectionStore, partitions: dict[str, 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         await projector.forget({(tp.topic, tp.partition) for tp in revoked})
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        tps = {(tp.topic, tp.partition) for tp in assigned}
+        new = tps - projector.assigned
+        projector.assign(tps)
+        if not new:
+            return
+        loop = asyncio.get_running_loop()
+        offsets = await loop.run_in_executor(projector._executor, projector.stored_offsets, new)
+        seeks = {tp: offsets[(tp.topic, tp.partition)] for tp in assigned if (tp.topic, tp.partition) in offsets}
+        if seeks:
+            await _seek(app, seeks)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

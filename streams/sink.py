@@ -219,6 +219,12 @@ class PartitionSink:
         self.recovered_positions += len(stale)
         return len(stale)
 
+    def stored_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """The Kafka offset of the last message each partition's latest batch handled (-1: none yet)."""
+        wanted = set(tps)
+        rows = self.client.query(f"SELECT topic, partition, kafka_offset FROM {PARTITIONS} FINAL").result_rows
+        return {(str(t), int(p)): int(o) for t, p, o in rows if (str(t), int(p)) in wanted}
+
     def _delete_positions(self, positions: Sequence[int]) -> None:
         """Deletes every row of these positions, in the tables that hold some (a delete is a mutation)."""
         params = {"ps": list(positions)}

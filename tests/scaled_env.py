@@ -104,18 +104,13 @@ def broker(base: Path) -> Iterator[str]:
     """noida-db speaking the Kafka protocol; yields its bootstrap address."""
     port = free_port()
     (base / "broker").mkdir(parents=True)
-    log = open(base / "broker.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        [str(NOIDA_BIN), "start", "--data-dir", str(base / "broker"), "--host", "127.0.0.1", "--only", "kafka",
-         "--kafka-port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
+    proc = spawn([str(NOIDA_BIN), "start", "--data-dir", str(base / "broker"), "--host", "127.0.0.1", "--only",
+                  "kafka", "--kafka-port", str(port)], base / "broker.log")
     try:
         wait_port(port, proc=proc)
         yield f"127.0.0.1:{port}"
     finally:
         stop(proc)
-        log.close()
 
 
 # ----------------------------------------------------------------------------------- ClickHouse over chdb
@@ -139,9 +134,9 @@ def clickhouse(base: Path) -> Iterator[str]:
 
 def spawn(cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A child process with its output in `log_path` (appended: restarts share the file)."""
-    log = open(log_path, "ab")  # noqa: SIM115 (the child holds it; closed when the Popen is collected)
-    return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=ROOT, env={**os.environ, **(env or {})})
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def tally(args: Sequence[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -153,7 +148,7 @@ def scaled_env(*, postgres_cfg: dict[str, str] | None, bootstrap: str, dsn: str,
     env = {
         "TALLY_KAFKA_BOOTSTRAP": bootstrap, "TALLY_PROJECTION_DSN": dsn, "TALLY_TOPIC_PREFIX": prefix,
         "TALLY_TOPIC_PARTITIONS": str(partitions), "TALLY_DATA_DIR": str(data_dir),
-        "TALLY_STREAM_SESSION_TIMEOUT_MS": "6000", "TALLY_STREAM_BATCH_WAIT_MS": "100",
+        "TALLY_STREAM_SESSION_TIMEOUT_MS": os.environ.get("SESSION_MS", "6000"), "TALLY_STREAM_BATCH_WAIT_MS": "100",
         "TALLY_VERIFY_WORKERS": "1", "PYTHONUNBUFFERED": "1",
     }
     if postgres_cfg is not None:
@@ -192,7 +187,7 @@ def prometheus_binary() -> str:
 
 
 @contextlib.contextmanager
-def prometheus(base: Path, targets: dict[str, list[str]], scrape_interval_s: float = 1.0) -> Iterator[str]:
+def prometheus(base: Path, targets: dict[str, list[str]], scrape_interval_ms: int = 1000) -> Iterator[str]:
     """Prometheus scraping `targets` (job -> ["127.0.0.1:port", ...]); yields its base URL."""
     binary = prometheus_binary()
     port = free_port()
@@ -201,7 +196,7 @@ def prometheus(base: Path, targets: dict[str, list[str]], scrape_interval_s: flo
         for job, addrs in targets.items()
     )
     config = base / "prometheus.yml"
-    config.write_text(f"global:\n  scrape_interval: {scrape_interval_s}s\n  evaluation_interval: 1s\n"
+    config.write_text(f"global:\n  scrape_interval: {scrape_interval_ms}ms\n  evaluation_interval: 1s\n"
                       f"scrape_configs:\n{jobs}\n")
     proc = spawn([binary, f"--config.file={config}", f"--storage.tsdb.path={base / 'prom-data'}",
                   f"--web.listen-address=127.0.0.1:{port}"], base / "prometheus.log")
