@@ -18,10 +18,18 @@ Exposed:
   tally_reserves_ratio{chain_id,asset}    gauge    escrow / liabilities of a bridged asset at the head (none when
                                                    nothing is owed); _escrow, _liabilities, _pending beside it
   tally_reserves_attested_height{chain_id,asset}  gauge  height of the newest proof-of-reserves attestation
+  tally_head_height{chain_id}             gauge    height of the canonical head
+  tally_finalized_height{chain_id}        gauge    height of the newest final block
+  tally_finality_delay_blocks{chain_id}   gauge    head height - finalized height (0: the head is final)
+  tally_finality_delay_ms{chain_id}       gauge    head block timestamp - newest final block timestamp (block time,
+                                                   not wall time: it does not grow while no block comes)
   tally_http_request_duration_seconds{route,method,status}  histogram
 
 The live figures come from a custom collector, so nothing polls in the background and a scrape shows the values
 of the moment. Reading them is blocking I/O: render the exposition off the event loop.
+
+The head and finality figures are read from the projection too (ReadModel.head: one snapshot), so every replica
+of a scaled deployment shows what its views show.
 
 The validator figures are read from the projection (projections/validator_queries.py), so they agree with the views:
 a slash receipt counts in tally_slashes_total each time a block carrying it is put on the canonical chain and in
@@ -241,6 +249,46 @@ class ReservesCollector(Collector):
         yield from (ratio, *amounts.values(), attested)
 
 
+class FinalityCollector(Collector):
+    """Head and finality gauges per chain, read from the views when scraped (ReadModel.head: the snapshot and the
+    two pointer blocks, kept between scrapes while the embedded store has not changed)."""
+
+    def __init__(self, read_model: Any) -> None:
+        self._model = read_model
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def _heads(self) -> list[dict[str, Any]]:
+        heads = (self._model.head(chain_id) for chain_id in self._model.chains())
+        return [head for head in heads if head is not None]
+
+    def collect(self) -> Iterator[Metric]:
+        heads = _read("chain heads", self._heads)
+        if heads is None:  # logged by _read
+            return
+        labels = ["chain_id"]
+        head = GaugeMetricFamily("tally_head_height", "height of the canonical head", labels=labels)
+        final = GaugeMetricFamily("tally_finalized_height", "height of the newest final block", labels=labels)
+        blocks = GaugeMetricFamily(
+            "tally_finality_delay_blocks", "head height - newest final height (0: the head is final)", labels=labels
+        )
+        ms = GaugeMetricFamily(
+            "tally_finality_delay_ms", "head block timestamp - newest final block timestamp, ms of block time",
+            labels=labels,
+        )
+        for row in heads:
+            key = [row["chain_id"]]
+            head.add_metric(key, row["height"])
+            final.add_metric(key, row["finalized_height"])
+            # A final block is never reverted, so the head never goes below it; max() only guards the gauge.
+            blocks.add_metric(key, max(0, row["height"] - row["finalized_height"]))
+            finalized = row.get("finalized")
+            if finalized is not None:  # its row is written before the pointer (chain_head last): always found
+                ms.add_metric(key, max(0, row["timestamp_ms"] - finalized["timestamp_ms"]))
+        yield from (head, final, blocks, ms)
+
+
 class Metrics:
     """One app's metrics. `render()` reads live values: call it in a worker thread."""
 
@@ -256,6 +304,7 @@ class Metrics:
         )
         self.registry.register(LedgerCollector(service, read_model, follower))
         if hasattr(read_model, "snapshot") and hasattr(read_model, "chains"):  # the views' read model
+            self.registry.register(FinalityCollector(read_model))
             self.registry.register(ReservesCollector(read_model))
             self.registry.register(ValidatorCollector(read_model))
 

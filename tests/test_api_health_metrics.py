@@ -184,3 +184,48 @@ def test_each_app_has_its_own_registry(log: Log, projection: Projection) -> None
 )
 def test_command_labels_are_bounded(result: dict[str, Any], labels: tuple[str, str, str]) -> None:
     assert command_labels(result) == labels
+
+
+def _write(store: Any, events: list[Any]) -> None:
+    """Projects the events the store has not seen yet, and checkpoints the last one."""
+    from projections.project import project
+
+    rows: dict[str, list[Any]] = {}
+    for position, event in enumerate(events, start=1):
+        if position > store.checkpoint():
+            for table, table_rows in project(position, event).items():
+                rows.setdefault(table, []).extend(table_rows)
+    store.write(rows, len(events))
+
+
+def test_finality_gauges_read_the_views(projection_store: Any, event_log: Any, log: Log) -> None:
+    """tally_head_height, tally_finalized_height and the finality delay, in blocks and in ms of block time, per
+    chain, as the views show them after each write."""
+    from projections.queries import ReadModel
+
+    operator = "0x" + "0a" * 20
+    genesis = event_log.genesis("alpha", 1_000, [], [("n1", operator, 10_000_000)])
+    parent, hashes = genesis.block_hash, {}
+    for height in range(1, 5):  # blocks 1..4, one second apart
+        block = event_log.block("alpha", height, parent, "n1", operator, 1_000 + 1_000 * height)
+        parent = hashes[height] = block.block_hash
+    event_log.finalized("alpha", [(1, hashes[1]), (2, hashes[2])], 4, 5_000, 10_000_000, 10_000_000)
+    event_log.genesis("beta", 7_000, [], [("n1", operator, 10_000_000)])
+    client = Client(create_app(ReadModel(projection_store), log))  # type: ignore[arg-type]
+    empty = scrape(client)
+    assert [n for n in empty if n.startswith(("tally_head", "tally_finali"))] == []  # no chain yet: no samples
+    _write(projection_store, event_log.events)
+    samples = scrape(client)
+    assert value(samples, "tally_head_height", chain_id="alpha") == 4
+    assert value(samples, "tally_finalized_height", chain_id="alpha") == 2
+    assert value(samples, "tally_finality_delay_blocks", chain_id="alpha") == 2
+    assert value(samples, "tally_finality_delay_ms", chain_id="alpha") == 5_000 - 3_000
+    for name in ("tally_head_height", "tally_finalized_height", "tally_finality_delay_blocks",
+                 "tally_finality_delay_ms"):
+        assert value(samples, name, chain_id="beta") == 0  # a genesis alone is final
+    event_log.finalized("alpha", [(3, hashes[3]), (4, hashes[4])], 4, 5_000, 10_000_000, 10_000_000)
+    _write(projection_store, event_log.events)
+    samples = scrape(client)
+    assert value(samples, "tally_finalized_height", chain_id="alpha") == 4
+    assert value(samples, "tally_finality_delay_blocks", chain_id="alpha") == 0
+    assert value(samples, "tally_finality_delay_ms", chain_id="alpha") == 0
