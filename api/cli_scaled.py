@@ -293,7 +293,7 @@ def dashboards() -> None:
 @click.option("--folder-id", type=int, default=0, show_default=True, help="Grafana folder id (0: General).")
 def dashboards_push(url: str, api_key: str, folder_id: int) -> None:
     """Create or update every dashboard (overwrite by uid)."""
-    from streams.dashboards import DashboardError, push_dashboards
+    from api.dashboards import DashboardError, push_dashboards
 
     try:
         for title, outcome in push_dashboards(url, api_key, DASHBOARDS_DIR, folder_id=folder_id):

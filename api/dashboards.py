@@ -37,9 +37,12 @@ def push_dashboards(url: str, api_key: str, folder: Path, *, folder_id: int = 0)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DashboardError(f"--url {url!r} is not an http(s) URL")
+    # grafana-api builds "{protocol}://{host}:{port}/{prefix}api": a prefix (Grafana under a sub-path) needs its
+    # own trailing slash.
+    prefix = parts.path.strip("/")
     grafana = GrafanaFace(
         auth=api_key, host=parts.hostname, port=parts.port, protocol=parts.scheme,
-        url_path_prefix=parts.path.strip("/"), verify=True,
+        url_path_prefix=f"{prefix}/" if prefix else "", verify=True,
     )
     for board in load_dashboards(folder):
         payload = {"dashboard": {**board, "id": None}, "folderId": folder_id, "overwrite": True,
