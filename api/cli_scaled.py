@@ -291,12 +291,17 @@ def dashboards() -> None:
 @click.option("--url", required=True, help="Grafana's base URL, e.g. http://grafana:3000.")
 @click.option("--api-key", required=True, envvar="GRAFANA_API_KEY", help="A Grafana API key (or service token).")
 @click.option("--folder-id", type=int, default=0, show_default=True, help="Grafana folder id (0: General).")
-def dashboards_push(url: str, api_key: str, folder_id: int) -> None:
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A folder of dashboard JSON files [default: deploy/grafana/dashboards of this checkout].")
+def dashboards_push(url: str, api_key: str, folder_id: int, folder: Path | None) -> None:
     """Create or update every dashboard (overwrite by uid)."""
     from api.dashboards import DashboardError, push_dashboards
 
+    folder = folder or DASHBOARDS_DIR
+    if not folder.is_dir():
+        _fail(f"--dir {folder}: no such folder (outside a checkout, give the dashboards' folder)")
     try:
-        for title, outcome in push_dashboards(url, api_key, DASHBOARDS_DIR, folder_id=folder_id):
+        for title, outcome in push_dashboards(url, api_key, folder, folder_id=folder_id):
             click.echo(f"{title}: {outcome}")
     except DashboardError as exc:
         _fail(str(exc))

@@ -641,3 +641,15 @@ def test_dashboards_push_reports_a_refusal(grafana: tuple[str, type[_Grafana]]) 
     assert result.exit_code == EXIT_FAILED and "412" in result.output, result.output
     result = push("grafana:3000", "--api-key", "k")
     assert result.exit_code == EXIT_FAILED and "is not an http(s) URL" in result.output
+
+
+def test_dashboards_push_from_another_folder(grafana: tuple[str, type[_Grafana]], tmp_path: Path) -> None:
+    """Outside a checkout (the image), `--dir` names the dashboards' folder; a missing one is refused by name."""
+    url, handler = grafana
+    board = {"uid": "only-one", "title": "Only one", "panels": []}
+    (tmp_path / "one.json").write_text(json.dumps(board), "utf-8")
+    result = push(url, "--api-key", "k", "--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert [r["body"]["dashboard"] for r in handler.received] == [{**board, "id": None}]
+    result = push(url, "--api-key", "k", "--dir", str(tmp_path / "missing"))
+    assert result.exit_code == EXIT_FAILED and "missing: no such folder" in result.output, result.output
