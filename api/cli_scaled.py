@@ -119,14 +119,16 @@ def _databases(store: Any) -> list[str]:
 
 
 @click.command()
-def relay() -> None:
+@click.option("--metrics-port", type=int, default=None, help="The relay's /metrics [default: 6065].")
+@click.option("--metrics-host", default=None, help="Its address [default: 127.0.0.1].")
+def relay(metrics_port: int | None, metrics_host: str | None) -> None:
     """Publish the event store's log to Kafka, in order, resuming after the last position published."""
-    from streams.relay import Relay, RelayError
+    from streams.relay import Relay, RelayError, serve_metrics
     from streams.topics import TopicsMissing, partition_counts
     from writes.service import LedgerApplication
 
     _logging()
-    settings = from_env()
+    settings = from_env(relay_metrics_port=metrics_port, relay_metrics_host=metrics_host)
     try:
         partition_counts(settings)
     except TopicsMissing as exc:
@@ -134,13 +136,21 @@ def relay() -> None:
     app = LedgerApplication(env=settings.event_store_env())
     publisher = Relay(app, settings)
     _stop_on_signals(publisher.stop)
+    try:
+        server = serve_metrics(publisher, settings.relay_metrics_host, settings.relay_metrics_port)
+    except OSError as exc:
+        publisher.close()
+        app.close()
+        _fail(f"--metrics-port {settings.relay_metrics_port}: cannot listen on {settings.relay_metrics_host}: {exc}")
     click.echo(f"tally relay: {settings.event_store} log -> {settings.kafka_bootstrap}, after position "
-               f"{publisher.position}", err=True)
+               f"{publisher.position}; /metrics on {settings.relay_metrics_host}:{settings.relay_metrics_port}",
+               err=True)
     try:
         publisher.run()
     except RelayError as exc:
         _fail(str(exc))
     finally:
+        server.shutdown()
         publisher.close()
         app.close()
 

@@ -44,6 +44,8 @@ class Settings:
     topic_replication: int = 1  # 3 in production (deploy/compose.yaml runs one broker, so 1 there)
     relay_batch_events_max: int = limits.RELAY_BATCH_EVENTS_MAX
     relay_poll_interval_ms: int = limits.FOLLOWER_POLL_INTERVAL_MS
+    relay_metrics_host: str = "127.0.0.1"  # the relay's /metrics: loopback unless told otherwise
+    relay_metrics_port: int = 6065
     stream_batch_events_max: int = limits.STREAM_BATCH_EVENTS_MAX
     stream_batch_wait_ms: int = limits.STREAM_BATCH_WAIT_MS
     stream_session_timeout_ms: int = limits.STREAM_SESSION_TIMEOUT_MS

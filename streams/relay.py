@@ -26,6 +26,9 @@ from typing import Any
 
 from eventsourcing.persistence import Notification
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from schemas import limits
 from schemas.events import EVENT_TYPES
@@ -85,6 +88,8 @@ class Relay:
         self.batches = 0
         self.watermarks_published = 0
         self.started_at = time.monotonic()
+        # The log's last position as the relay's own loop last read it (its metrics read no store themselves).
+        self.log_position_seen = self.position
 
     # ------------------------------------------------------------------------------------------ figures
 
@@ -198,7 +203,9 @@ class Relay:
         """Publishes until `stop()`; a send that fails raises (restart the relay: it resumes)."""
         log.warning("relay: resuming after log position %d", self.position)
         while not self._stopping.is_set():
-            if not self.run_once():
+            published = self.run_once()
+            self.log_position_seen = max(self.position, self.log_position())
+            if not published:
                 self._stopping.wait(self._poll_s)
 
     def stop(self) -> None:
@@ -206,6 +213,40 @@ class Relay:
 
     def close(self) -> None:
         self._producer.close(timeout=SEND_TIMEOUT_S)
+
+
+class RelayFigures(Collector):
+    """The relay's figures at scrape time, from what its loop last saw (no store read on the scraping thread)."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def collect(self) -> Any:
+        r = self._relay
+        yield GaugeMetricFamily("tally_relay_position", "last log position published completely (the checkpoint)",
+                                value=r.position)
+        yield GaugeMetricFamily("tally_relay_log_position", "the log's last position when the relay last looked",
+                                value=r.log_position_seen)
+        yield GaugeMetricFamily("tally_relay_lag_events", "log events not yet published",
+                                value=max(0, r.log_position_seen - r.position))
+        yield CounterMetricFamily("tally_relay_events_published", "events published since this relay started",
+                                  value=r.events_published)
+        yield CounterMetricFamily("tally_relay_batches", "batches published and checkpointed since start",
+                                  value=r.batches)
+        yield CounterMetricFamily("tally_relay_watermarks", "watermark messages sent since start",
+                                  value=r.watermarks_published)
+
+
+def relay_registry(relay: Relay) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(RelayFigures(relay))
+    return registry
+
+
+def serve_metrics(relay: Relay, host: str, port: int) -> Any:
+    """/metrics of the relay on its own thread (prometheus_client's server); returns the server (`shutdown()`)."""
+    server, _thread = start_http_server(port, addr=host, registry=relay_registry(relay))
+    return server
 
 
 def _check(futures: Sequence[Any]) -> None:

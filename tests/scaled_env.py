@@ -150,6 +150,7 @@ def scaled_env(*, postgres_cfg: dict[str, str] | None, bootstrap: str, dsn: str,
         "TALLY_TOPIC_PARTITIONS": str(partitions), "TALLY_DATA_DIR": str(data_dir),
         "TALLY_STREAM_SESSION_TIMEOUT_MS": os.environ.get("SESSION_MS", "6000"), "TALLY_STREAM_BATCH_WAIT_MS": "100",
         "TALLY_VERIFY_WORKERS": "1", "PYTHONUNBUFFERED": "1",
+        "TALLY_RELAY_METRICS_PORT": str(free_port()),  # never the default port another run may hold
     }
     if postgres_cfg is not None:
         env.update({"TALLY_EVENT_STORE": "postgres", "TALLY_POSTGRES_HOST": postgres_cfg["host"],

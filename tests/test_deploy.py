@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -133,6 +134,9 @@ def listening(command: str, params: dict[str, Any], env: dict[str, str]) -> tupl
         if command == "api":
             s = from_env(port=params["port"], host=params["host"])
             return s.host, s.port
+        if command == "relay":
+            s = from_env(relay_metrics_port=params["metrics_port"], relay_metrics_host=params["metrics_host"])
+            return s.relay_metrics_host, s.relay_metrics_port
         if command == "writer":
             s = from_env()
             return s.host, s.port
@@ -439,8 +443,8 @@ def test_prometheus_scrapes_every_tally_server_of_compose() -> None:
                 assert listening(command, params, service_env(host))[1] == int(port), target  # type: ignore[index]
                 scraped[host] = job
     servers = {n for n in TALLY_SERVICES if listening(*parse_tally(services[n]["command"]), service_env(n))}
-    assert set(scraped) == servers  # the relay serves no /metrics (see prometheus.yml)
-    assert {job for job in scraped.values()} == {"tally-api", "tally-writer", "tally-stream"}
+    assert set(scraped) == servers
+    assert {job for job in scraped.values()} == {"tally-api", "tally-writer", "tally-stream", "tally-relay"}
     mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"] if v.startswith("."))
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text("utf-8"))
     target_dir = Path(mounts["./prometheus/prometheus.yml"]).parent
@@ -454,14 +458,17 @@ def test_prometheus_scrapes_every_tally_server_of_compose() -> None:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, chdb_dsn: str) -> set[str]:
     """Every sample name the code exports: a real scrape of a read replica's app (tally api: the views' read
-    model and the replica's log) and a stream worker's registry (tally stream's /metrics)."""
+    model and the replica's log), a stream worker's registry (tally stream's /metrics) and the relay's."""
     import uuid
+
+    from prometheus_client import generate_latest
 
     from api.app import create_app
     from api.cli_scaled import ReplicaLog
     from projections.queries import ReadModel
     from projections.store import ProjectionStore
     from streams.faust_app import Projector, ledger_mapper
+    from streams.relay import relay_registry
 
     store = ProjectionStore(chdb_dsn, database=f"deploy_{uuid.uuid4().hex[:12]}")
     replica = ReplicaLog(Settings(data_dir=tmp_path_factory.mktemp("replica")))
@@ -469,7 +476,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory, chdb_dsn: str) -> set[str
     try:
         response = Client(create_app(ReadModel(store), replica)).get("/metrics")  # type: ignore[arg-type]
         assert response.status_code == 200
-        texts = [response.text, projector.metrics_text().decode()]
+        # The relay's figures come from its loop's attributes: a relay that has published nothing yet.
+        idle_relay = SimpleNamespace(position=0, log_position_seen=0, events_published=0, batches=0,
+                                     watermarks_published=0)
+        texts = [response.text, projector.metrics_text().decode(),
+                 generate_latest(relay_registry(idle_relay)).decode()]  # type: ignore[arg-type]
     finally:
         projector.close()
         replica.close()

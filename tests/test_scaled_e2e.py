@@ -70,12 +70,12 @@ def _deployment(base: Path, workers: tuple[str, ...] = ("w1", "w2")) -> Iterator
         for args in (["topics", "create"], ["views", "create"]):
             proc = env.tally(args, base / "setup.log", environ)
             assert proc.wait(120) == 0, (base / "setup.log").read_text()
-        ports = {name: env.free_port() for name in ("w1", "w2", "api1", "api2")}
+        ports = {name: env.free_port() for name in ("relay", "w1", "w2", "api1", "api2")}
         procs: dict[str, Any] = {}
 
         def start(name: str) -> None:
             if name == "relay":
-                args = ["relay"]
+                args = ["relay", "--metrics-port", str(ports[name])]
             elif name.startswith("w"):
                 args = ["stream", "--web-port", str(ports[name]), "--families", WORKER_FAMILIES[name]]
             else:
@@ -301,7 +301,8 @@ def test_api_replicas_and_prometheus(deployment: dict[str, Any], embedded: Proje
     refused = httpx.post(f"http://127.0.0.1:{d['ports']['api1']}/v1/commands", json={"kind": "vote"}, timeout=10)
     assert refused.json()["reason"] == "read_replica"
     targets = {"api": [f"127.0.0.1:{d['ports'][a]}" for a in ("api1", "api2")],
-               "stream": [f"127.0.0.1:{d['ports'][w]}" for w in ("w1", "w2")]}
+               "stream": [f"127.0.0.1:{d['ports'][w]}" for w in ("w1", "w2")],
+               "relay": [f"127.0.0.1:{d['ports']['relay']}"]}
     with env.prometheus(d["base"], targets) as prometheus:
         log_position = d["service"].max_position()
         deadline = time.monotonic() + 60
@@ -310,14 +311,17 @@ def test_api_replicas_and_prometheus(deployment: dict[str, Any], embedded: Proje
             results = {
                 q: httpx.get(f"{prometheus}/api/v1/query", params={"query": q}, timeout=5).json()["data"]["result"]
                 for q in ("tally_projection_position", "sum(tally_stream_events_total)",
-                          "max(tally_stream_watermark_position)", "up")
+                          "max(tally_stream_watermark_position)", "up", "tally_relay_position",
+                          "tally_relay_lag_events")
             }
             if all(results.values()) and len(results["tally_projection_position"]) == 2 and all(
                 r["value"][1] == "1" for r in results["up"]
-            ) and len(results["up"]) == 4:
+            ) and len(results["up"]) == 5:
                 break
             time.sleep(0.5)
-        assert len(results["up"]) == 4 and all(r["value"][1] == "1" for r in results["up"]), results["up"]
+        assert len(results["up"]) == 5 and all(r["value"][1] == "1" for r in results["up"]), results["up"]
+        assert float(results["tally_relay_position"][0]["value"][1]) == log_position
+        assert float(results["tally_relay_lag_events"][0]["value"][1]) == 0
         assert {float(r["value"][1]) for r in results["tally_projection_position"]} == {log_position}
         assert float(results["sum(tally_stream_events_total)"][0]["value"][1]) > 0
         assert float(results["max(tally_stream_watermark_position)"][0]["value"][1]) == log_position
