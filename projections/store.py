@@ -5,6 +5,9 @@ The rule that makes a restart lose and double nothing: `write` inserts a batch's
 then the checkpoint; `recover` deletes every row past the checkpoint (what a crash between two inserts left).
 There is one writer per projector; readers open their own clients (`connect`), one per thread.
 
+Rows go in as Arrow, one insert per table and batch (projections/columnar.py: typed by the table's columns, the
+values the Native format stored, converted column by column in C++ rather than value by value in Python).
+
 The views are disposable and the log is the truth: on open, `apply_ddl` compares a fingerprint of the DDL
 (blake3 of schemas/clickhouse/*.sql's statements) with the one stored in the database's `ddl_meta` table, and
 when they differ it drops every table of the database and creates them again. The checkpoint goes with them,
@@ -24,8 +27,11 @@ from typing import Any
 
 import blake3
 import clickhouse_connect
+import pyarrow as pa
+import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
+from projections.columnar import ARROW_FORMAT, by_schema, ipc_stream, record_batch
 from projections.project import COLUMNS, Row
 
 DEFAULT_DATABASE = "tally"
@@ -74,6 +80,8 @@ class ProjectionStore:
         self._checkpoint: int | None = None  # the last checkpoint read or written (one writer per projector)
         # Column types per table, read once: without them every insert costs a DESCRIBE TABLE round trip.
         self._types: dict[str, list[str]] | None = None
+        # Arrow buffers compressed for a server across a network; the in-process engine reads them plain, faster.
+        self.compression = None if dsn.startswith("chdb:") else "lz4"
         self.client = self.connect(use_database=False)
         if create:
             self.apply_ddl()
@@ -170,10 +178,15 @@ class ProjectionStore:
         Tables go in `COLUMNS` order (`chain_head` last). Every row must belong to a position no later than
         the checkpoint, and the checkpoint never moves back: both are checked before anything is written.
         """
+        return self.write_batches(self.encode_rows(rows_by_table), checkpoint_position)
+
+    def write_batches(self, batches_by_table: Mapping[str, Sequence[pa.RecordBatch]], checkpoint_position: int) -> int:
+        """`write` of rows already encoded (`encode_rows`, or `projections.columnar.record_batch` per table with
+        `column_types`): replay encodes while the previous batch is being written."""
         current = self._checkpoint if self._checkpoint is not None else self.checkpoint()
         if checkpoint_position < current:
             raise ValueError(f"checkpoint {checkpoint_position} is behind the stored {current}")
-        written = self.insert_rows(rows_by_table, checkpoint_position)
+        written = self.insert_batches(batches_by_table, checkpoint_position)
         self.client.insert(
             CHECKPOINTS, [[self.projector, checkpoint_position]], column_names=_CHECKPOINT_COLUMNS,
             column_type_names=self._column_types(CHECKPOINTS, _CHECKPOINT_COLUMNS), settings=INSERT_SETTINGS,
@@ -186,27 +199,47 @@ class ProjectionStore:
         """Inserts every table's rows in `COLUMNS` order (`chain_head` last), no checkpoint; returns the rows
         written. Every row must belong to a position <= `position_max`: checked before anything is written.
         `write` is this and then the checkpoint; the scaled sink (streams/sink.py) keeps its own progress."""
+        return self.insert_batches(self.encode_rows(rows_by_table), position_max)
+
+    def encode_rows(self, rows_by_table: Mapping[str, Sequence[Row]]) -> dict[str, list[pa.RecordBatch]]:
+        """Every table's rows as an Arrow record batch (projections/columnar.py): a value its column cannot
+        store fails here, before anything is written."""
         unknown = set(rows_by_table) - set(COLUMNS)
         if unknown:
             raise ValueError(f"no such projection tables: {sorted(unknown)}")
-        for table, rows in rows_by_table.items():
-            # Position is every table's last column.
-            if rows and max(row[-1] for row in rows) > position_max:
-                raise ValueError(f"{table}: a row is past checkpoint {position_max}")
+        return {
+            table: [record_batch(columns, self._column_types(table, columns), rows)]
+            for table, columns in COLUMNS.items()
+            if (rows := rows_by_table.get(table))
+        }
+
+    def insert_batches(self, batches_by_table: Mapping[str, Sequence[pa.RecordBatch]], position_max: int) -> int:
+        """Inserts each table's record batches (one insert per table, one more per extra schema: see
+        `columnar.by_schema`) in `COLUMNS` order; returns the rows written. Every row's position (each table's
+        last column) must be <= `position_max`: checked before anything is written."""
+        unknown = set(batches_by_table) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"no such projection tables: {sorted(unknown)}")
+        for table, batches in batches_by_table.items():
+            for batch in batches:
+                if batch.schema.names != list(COLUMNS[table]):
+                    raise ValueError(f"{table}: batch columns {batch.schema.names} are not the table's")
+                if batch.num_rows and pc.max(batch.column(-1)).as_py() > position_max:
+                    raise ValueError(f"{table}: a row is past checkpoint {position_max}")
         written = 0
         for table, columns in COLUMNS.items():
-            rows = rows_by_table.get(table)
-            if not rows:
-                continue
-            data = [list(column) for column in zip(*rows, strict=True)]
-            self.client.insert(
-                table, data, column_names=columns, column_type_names=self._column_types(table, columns),
-                column_oriented=True, settings=INSERT_SETTINGS,
-            )
-            written += len(rows)
+            for group in by_schema([b for b in batches_by_table.get(table, ()) if b.num_rows]):
+                block = ipc_stream(group, compression=self.compression)
+                self.client.raw_insert(table, columns, block, settings=INSERT_SETTINGS, fmt=ARROW_FORMAT)
+                written += sum(b.num_rows for b in group)
         if written:
             self._changed()
         return written
+
+    def column_types(self) -> dict[str, list[str]]:
+        """ClickHouse type names of every projection table's columns, in `COLUMNS` order (what
+        `columnar.record_batch` takes)."""
+        return {table: self._column_types(table, columns) for table, columns in COLUMNS.items()}
 
     def _column_types(self, table: str, columns: Sequence[str]) -> list[str]:
         if self._types is None:

@@ -390,9 +390,10 @@ def child_project(data_dir: Path, batch_events: int | None, kill_at: str | None)
     store = ProjectionStore(settings.views_dsn)
     if kill_at is not None:
         batch, at = kill_at.split(":")
-        insert, done = store.client.insert, {"batches": 0, "inserts": 0}
+        insert, raw_insert = store.client.insert, store.client.raw_insert
+        done = {"batches": 0, "inserts": 0}
 
-        def insert_or_die(table: str, *args: Any, **kwargs: Any) -> Any:
+        def die_at(table: str) -> None:
             done["inserts"] += 1
             if done["batches"] + 1 == int(batch) and (
                 table == "checkpoints" if at == "cp" else done["inserts"] == int(at)
@@ -400,9 +401,17 @@ def child_project(data_dir: Path, batch_events: int | None, kill_at: str | None)
                 os.kill(os.getpid(), signals.SIGKILL)
             if table == "checkpoints":  # the last insert of a batch
                 done["batches"], done["inserts"] = done["batches"] + 1, 0
+
+        def insert_or_die(table: str, *args: Any, **kwargs: Any) -> Any:
+            die_at(table)
             return insert(table, *args, **kwargs)
 
+        def raw_insert_or_die(table: str, *args: Any, **kwargs: Any) -> Any:  # rows go in as Arrow blocks
+            die_at(table)
+            return raw_insert(table, *args, **kwargs)
+
         store.client.insert = insert_or_die  # type: ignore[method-assign]
+        store.client.raw_insert = raw_insert_or_die  # type: ignore[method-assign]
     options = {} if batch_events is None else {"batch_events_max": batch_events}
     follower = Follower(app, store, **options)  # type: ignore[arg-type]
     follower.run_until_caught_up()

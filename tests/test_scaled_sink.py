@@ -244,6 +244,10 @@ class CrashingClient:
         self._tick()
         return self._client.insert(*args, **kwargs)
 
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:  # the store's rows go in as Arrow blocks
+        self._tick()
+        return self._client.raw_insert(*args, **kwargs)
+
     def command(self, sql: str, *args: Any, **kwargs: Any) -> Any:
         if sql.lstrip().upper().startswith("DELETE"):
             self._tick()
