@@ -93,6 +93,9 @@ def _is_select(sql: str) -> bool:
 def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # TCP_NODELAY, as a ClickHouse server sends: a reply goes out in two writes (headers, then body), and
+        # without it the second waits for the client's delayed ACK, 40 ms a request (tests/test_chserver.py).
+        disable_nagle_algorithm = True
 
         def log_message(self, *args: Any) -> None:  # quiet
             pass
