@@ -172,7 +172,10 @@ class PartitionSink:
         self.worker = worker
         self._through: dict[TP, int] = {}
         self._batch: dict[TP, int] = {}
-        self.watermark = 0  # the global watermark as last computed or stored
+        # The global watermark as last computed or stored. Read now, not at the first write: views that
+        # `tally replay` built have a checkpoint and no partition progress, so every partition is read from its
+        # start, and the events the checkpoint covers must be skipped from the first batch on.
+        self.watermark = self.stored_watermark()
         self.recovered_positions = 0
         self.rows_written = 0
 
@@ -218,6 +221,14 @@ class PartitionSink:
         self._batch[tp] = last_batch
         self.recovered_positions += len(stale)
         return len(stale)
+
+    def stored_watermark(self) -> int:
+        """The readers' checkpoint: every event at a position <= it is written (0: none)."""
+        rows = self.client.query(
+            f"SELECT max(position) FROM {CHECKPOINTS} WHERE projector = {{p:String}}",
+            parameters={"p": self.store.projector},
+        ).result_rows
+        return int(rows[0][0]) if rows else 0
 
     def stored_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
         """The Kafka offset of the last message each partition's latest batch handled (-1: none yet)."""

@@ -423,6 +423,35 @@ def test_recovery_deletes_only_the_unfinished_batch_of_its_partition(
     sink.close()
 
 
+def test_workers_on_views_a_replay_built_skip_what_it_wrote(log_notes: list[Notification], chdb_dsn: str) -> None:
+    """docs/operations.md, Replay: `tally replay` builds new views from the event store (rows and a checkpoint,
+    no partition progress), then workers take over from the start of every partition. What the checkpoint
+    covers is skipped from their first batch on (before, the first batch wrote it a second time)."""
+    store = ProjectionStore(chdb_dsn, database=f"replayed_{uuid.uuid4().hex[:12]}")
+    half = len(log_notes) // 2
+    replayed: Rows = {}
+    for n in log_notes[:half]:
+        for table, rows in project_notification(MAPPER, n)[0].items():
+            replayed.setdefault(table, []).extend(rows)
+    store.write(replayed, half)
+    sink = PartitionSink(store, TOPICS, "w")
+    parts = publish(log_notes, random.Random(3))
+    for tp in parts:
+        sink.recover(tp)
+    batch = [Delivered(tp[0], tp[1], offset, None, value) for tp, values in parts.items()
+             for offset, value in enumerate(values)]
+    plan = plan_batch(batch, MAPPER, sink.through(), sink.watermark)
+    assert plan.events == len(log_notes) - half
+    sink.write(plan)
+    sink.close()
+    try:
+        assert stored_rows(store) == expected_rows(log_notes)
+        assert store.checkpoint() == len(log_notes)
+    finally:
+        store.drop()
+        store.close()
+
+
 def test_write_before_recover_is_refused(sim_store: ProjectionStore, log_notes: list[Notification]) -> None:
     sink = PartitionSink(sim_store, TOPICS, "w")
     plan = plan_batch([Delivered("t.blocks", 0, 0, None, _event_value(log_notes[0]))], MAPPER, {}, 0)
