@@ -75,7 +75,7 @@ def group_id(settings: Settings) -> str:
     """The consumer group of the workers serving the same families. It carries no position (offsets are never
     committed, see the module docstring), so views made anew are replayed from the start of every partition."""
     served = served_families(settings)
-    suffix = "" if served == sorted(families.FAMILIES) else "-" + "+".join(served)
+    suffix = "" if set(served) == set(families.FAMILIES) else "-" + "+".join(sorted(served))
     instance = f"-{settings.stream_group_suffix}" if settings.stream_group_suffix else ""
     return f"{settings.topic_prefix}-views{suffix}{instance}"
 
