@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.benchmarks import accelerators, account, compliance, ingest, projection, reorg, reserves
+from tests.benchmarks import accelerators, account, compliance, ingest, projection, reorg, reserves, scaled
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "ingest": lambda: ingest.ingest_rate(blocks_n=8, txs_per_block=1000),
@@ -21,6 +21,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "reorg": lambda: reorg.reorg_cost(depths=(1, 10, 100), txs_per_block=1000),
     "compliance": compliance.compliance_rates,
     "reserves": lambda: reserves.reserves_rates(accounts=1_000_000),
+    "scaled": scaled.scaled_rates,
 }
 
 
