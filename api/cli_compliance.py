@@ -174,7 +174,10 @@ def verify_export_command(export_dir: Path) -> None:
               help="Start here (the store must be fresh or checkpointed just before) [default: resume].")
 @click.option("--to-height", type=click.IntRange(min=0), default=None,
               help="Stop before the first block above this height: the views as they were then.")
-def replay(data_dir: Path | None, dsn: str, database: str, from_position: int | None, to_height: int | None) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes that decode and project while this one writes; pays only with idle cores.")
+def replay(data_dir: Path | None, dsn: str, database: str, from_position: int | None, to_height: int | None,
+           workers: int) -> None:
     """Rebuild every projection from the log into a store: deterministic, resumable after an interruption."""
     from projections.replay import ReplayGap
     from projections.replay import replay as run_replay
@@ -200,7 +203,8 @@ def replay(data_dir: Path | None, dsn: str, database: str, from_position: int | 
                 bar.update(events - done[0])
                 done[0] = events
 
-            result = run_replay(app, store, from_position=from_position, to_height=to_height, progress=advance)
+            result = run_replay(app, store, from_position=from_position, to_height=to_height, progress=advance,
+                                workers=workers)
     except ReplayGap as error:
         raise click.ClickException(str(error)) from error
     finally:

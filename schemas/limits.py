@@ -40,6 +40,10 @@ GRAPHQL_ALIASES_MAX = 30
 FOLLOWER_BATCH_EVENTS_MAX = 10_000  # memory is bounded by the bytes limit below
 FOLLOWER_BATCH_BYTES_MAX = 64 * 1024 * 1024
 FOLLOWER_POLL_INTERVAL_MS = 100
+# Replay (projections/replay.py): batches bigger than the follower's, since every batch costs an insert per table
+# (a part each, a few ms of the engine's time however few its rows); memory is bounded by the rows, held as Arrow.
+REPLAY_BATCH_ROWS_MAX = 100_000
+REPLAY_SECTION_BYTES = 32 * 1024 * 1024  # stored events read at once; also a worker's range of the log
 READY_LAG_EVENTS_MAX = 100
 
 # Scaled streams (streams/relay.py, streams/faust_app.py).

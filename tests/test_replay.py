@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from api.cli import main
 from projections.project import COLUMNS
 from projections.queries import ReadModel
-from projections.replay import ReplayGap, replay
+from projections.replay import ReplayGap, replay, shareable
 from projections.store import ProjectionStore
 from schemas.settings import Settings
 from streams.follower import Follower
@@ -72,7 +72,10 @@ def test_an_interrupted_replay_resumes_to_the_same_tables(app: LedgerApplication
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import projections.replay as module
 
-    monkeypatch.setattr(module, "SECTION_EVENTS", 7)
+    # Sections of 7 events, each a batch of its own: the first write checkpoints 7, then the replay is stopped.
+    for name in ("SECTION_EVENTS", "SECTION_EVENTS_FIRST"):
+        monkeypatch.setattr(module, name, 7)
+    monkeypatch.setattr(module, "BATCH_ROWS_MAX", 1)
     whole, interrupted = fresh(), fresh()
     replay(app, whole)
 
@@ -98,6 +101,65 @@ def test_a_replay_truncated_at_a_height(app: LedgerApplication, fresh: Any) -> N
     assert head is not None and head["height"] == 1
 
 
+@pytest.fixture
+def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sections and worker ranges of a few events, so that the rich log's 15 events span several of each."""
+    import projections.replay as module
+
+    monkeypatch.setattr(module, "SECTION_EVENTS_FIRST", 2)
+    monkeypatch.setattr(module, "SECTION_EVENTS", 3)
+    monkeypatch.setattr(module, "SECTION_BYTES", 1)  # one event per worker range
+
+
+def test_worker_processes_replay_the_same_tables(app: LedgerApplication, fresh: Any, small_ranges: None) -> None:
+    """Workers decode and project ranges of the log, this process writes them in order: the same tables, whole
+    or truncated at a height, as one process makes."""
+    alone, together = fresh(), fresh()
+    assert replay(app, alone, workers=1).workers == 1
+    result = replay(app, together, workers=2)
+    assert result.workers == 2 and result.events == app.recorder.max_notification_id() and result.poison == 0
+    assert checksums(together) == checksums(alone)
+    alone, together = fresh(), fresh()
+    expected = replay(app, alone, to_height=2, workers=1)
+    result = replay(app, together, to_height=2, workers=2)
+    assert result.stopped_at_height and (result.position, result.events) == (expected.position, expected.events)
+    assert together.checkpoint() == alone.checkpoint() == expected.position
+    assert checksums(together) == checksums(alone)
+
+
+def test_an_interrupted_replay_with_workers_resumes(app: LedgerApplication, fresh: Any, small_ranges: None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import projections.replay as module
+
+    monkeypatch.setattr(module, "BATCH_ROWS_MAX", 1)  # a batch per range: a checkpoint per range
+    whole, interrupted = fresh(), fresh()
+    replay(app, whole, workers=1)
+    seen: list[int] = []
+
+    def stop_at_the_third(events: int) -> None:
+        seen.append(events)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(app, interrupted, workers=2, progress=stop_at_the_third)
+    assert 0 < interrupted.checkpoint() < app.recorder.max_notification_id()
+    resumed = replay(app, interrupted, workers=2)
+    assert resumed.start == seen[-1] + 1 and resumed.workers == 2
+    assert checksums(interrupted) == checksums(whole)
+
+
+def test_workers_need_a_store_other_processes_can_open(app: LedgerApplication, fresh: Any) -> None:
+    memory = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": ":memory:"})
+    try:
+        assert not shareable(memory)
+        with pytest.raises(ValueError, match="in memory"):
+            replay(memory, fresh(), workers=2)
+    finally:
+        memory.close()
+    assert shareable(app)
+
+
 def test_from_position_must_follow_the_checkpoint(app: LedgerApplication, fresh: Any) -> None:
     store = fresh()
     replay(app, store, to_height=1)
@@ -111,6 +173,10 @@ def test_the_cli_replays_and_refuses_the_live_store(data_dir: Path, chdb_dsn: st
                                        "--database", database])
     assert result.exit_code == 0, result.output
     assert "events/s" in result.output and "(0 unprojectable)" in result.output
+    ProjectionStore(chdb_dsn, database).drop()
+    result = CliRunner().invoke(main, ["replay", "--data-dir", str(data_dir), "--into", chdb_dsn,
+                                       "--database", database, "--workers", "2"])
+    assert result.exit_code == 0 and "(0 unprojectable)" in result.output, result.output
     ProjectionStore(chdb_dsn, database).drop()
     live = Settings(data_dir=data_dir).views_dsn
     result = CliRunner().invoke(main, ["replay", "--data-dir", str(data_dir), "--into", live])
