@@ -70,7 +70,8 @@ def _as_postgres(cmd: Sequence[str]) -> list[str]:
 
 @contextlib.contextmanager
 def postgres(base: Path) -> Iterator[dict[str, str]]:
-    """A PostgreSQL cluster of its own (trust auth on 127.0.0.1); yields eventsourcing's POSTGRES_* settings."""
+    """A PostgreSQL cluster of its own (trust auth on 127.0.0.1); yields eventsourcing's POSTGRES_* settings
+    (`host`, `port`, `dbname`, `user`) and, for `postgres_stop` and `postgres_start`, its `data` and `options`."""
     if os.geteuid() == 0:
         # The postgres user cannot enter root's private temporary folders: a folder of its own under /tmp.
         base = Path(tempfile.mkdtemp(prefix="tally-pg-"))
@@ -88,7 +89,8 @@ def postgres(base: Path) -> Iterator[dict[str, str]]:
     try:
         subprocess.run(_as_postgres(["/usr/lib/postgresql/15/bin/createdb", "-h", "127.0.0.1", "-p", str(port),
                                      "-U", "tally", "tally"]), check=True, capture_output=True)
-        yield {"host": "127.0.0.1", "port": str(port), "dbname": "tally", "user": "tally"}
+        yield {"host": "127.0.0.1", "port": str(port), "dbname": "tally", "user": "tally", "data": str(data),
+               "options": options}
     finally:
         subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
                        capture_output=True)
@@ -96,14 +98,28 @@ def postgres(base: Path) -> Iterator[dict[str, str]]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+def postgres_stop(cfg: dict[str, str]) -> None:
+    """Stops the cluster of `postgres()` (fast shutdown: sessions are cut), to see what its outage does."""
+    subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", cfg["data"], "-m", "fast", "-w", "stop"]),
+                   check=True, capture_output=True)
+
+
+def postgres_start(cfg: dict[str, str]) -> None:
+    """Starts it again, on the same port and data."""
+    subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", cfg["data"], "-o", cfg["options"], "-l",
+                                 str(Path(cfg["data"]) / "log"), "-w", "-t", "60", "start"]),
+                   check=True, capture_output=True)
+
+
 # ----------------------------------------------------------------------------------------------- broker
 
 
 @contextlib.contextmanager
-def broker(base: Path) -> Iterator[str]:
-    """noida-db speaking the Kafka protocol; yields its bootstrap address."""
-    port = free_port()
-    (base / "broker").mkdir(parents=True)
+def broker(base: Path, port: int | None = None) -> Iterator[str]:
+    """noida-db speaking the Kafka protocol; yields its bootstrap address. Given the port and `base` of one
+    stopped before, it starts that broker again, its data kept."""
+    port = port or free_port()
+    (base / "broker").mkdir(parents=True, exist_ok=True)
     proc = spawn([str(NOIDA_BIN), "start", "--data-dir", str(base / "broker"), "--host", "127.0.0.1", "--only",
                   "kafka", "--kafka-port", str(port)], base / "broker.log")
     try:
@@ -117,9 +133,10 @@ def broker(base: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def clickhouse(base: Path) -> Iterator[str]:
-    """tests/chserver.py on a chdb path of its own; yields the http:// DSN."""
-    port = free_port()
+def clickhouse(base: Path, port: int | None = None) -> Iterator[str]:
+    """tests/chserver.py on a chdb path of its own; yields the http:// DSN. Given the port and `base` of one
+    stopped before, it serves that path again."""
+    port = port or free_port()
     proc = spawn([sys.executable, "-m", "tests.chserver", "--path", str(base / "chdb"), "--port", str(port)],
                  base / "clickhouse.log")
     try:
