@@ -175,7 +175,7 @@ def verify_export_command(export_dir: Path) -> None:
 @click.option("--to-height", type=click.IntRange(min=0), default=None,
               help="Stop before the first block above this height: the views as they were then.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes that decode and project while this one writes; pays only with idle cores.")
+              help="Processes that decode and project while this one writes (for cores to spare).")
 def replay(data_dir: Path | None, dsn: str, database: str, from_position: int | None, to_height: int | None,
            workers: int) -> None:
     """Rebuild every projection from the log into a store: deterministic, resumable after an interruption."""

@@ -1,8 +1,8 @@
 """Rows to Arrow: a table's rows as one Arrow IPC stream, typed by the table's ClickHouse column types.
 
 The projection store inserts every batch this way (`FORMAT ArrowStream`) instead of clickhouse-connect's Native
-serialisation, which encodes value by value in Python. pyarrow converts whole columns in C++ and the engine builds
-LowCardinality dictionaries itself; replay workers can encode in their own process and hand over bytes.
+serialisation: pyarrow converts whole columns, the engine builds LowCardinality dictionaries itself, and a replay
+can encode rows as it projects them, in worker processes too, and hand over bytes.
 
 What the engine stores must be what the Native path stored (tests/test_columnar.py compares table checksums):
 

@@ -132,8 +132,9 @@ def replay(
 ) -> ReplayResult:
     """Project the log into `store` from its checkpoint (or `from_position`, which must follow it) to the end of
     the log as it stands now, or until the first block above `to_height`. `progress(n)` after each batch.
-    `workers` > 1: that many processes decode and project while this one writes (the store must be `shareable`);
-    they cost ~20% more CPU in all, so they pay only with idle cores (README, compliance)."""
+    `workers` > 1: that many processes decode and project while this one writes (the store must be `shareable`).
+    On the 2 shared cores where they were measured they took more CPU in all and were slower (README,
+    compliance): they are for machines with cores to spare."""
     store.recover()
     checkpoint = store.checkpoint()
     start = checkpoint + 1 if from_position is None else from_position
