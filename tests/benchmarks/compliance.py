@@ -17,6 +17,9 @@ Measured on each, every stage over the whole log (a fresh copy of the cached fil
   mapper: `to_domain_event`, the floor of anything that walks the log), `project` (decode + the pure
   `project()` of every event, rows kept in memory: no store);
 - `replay`: `projections.replay.replay` into a fresh embedded store (chdb), as `tally replay` runs it;
+- `replay_workers`: the same with `--workers` = every core (worker processes decode, project and encode ranges of
+  the log, this process writes); its CPU seconds include the workers' (the first of its runs also starts the
+  fork server);
 - `verify_no_signatures` and `verify_signatures`: the audit of `tally verify` (writes/audit.Auditor, fed by
   api/cli_compliance.read_log) with a `TrustingVerifier` (`--no-signatures`), then with a `BatchVerifier` over
   every core (its pool started beforehand);
@@ -26,7 +29,8 @@ Measured on each, every stage over the whole log (a fresh copy of the cached fil
 Each stage gives wall seconds and this process's CPU seconds (threads included: the chdb engine's; not the verify
 workers'), and both over `decode`'s of the same run (`ratio_to_decode`, `cpu_ratio_to_decode`): what replaying,
 auditing or exporting costs beyond reading the log at all. The short stages (read, decode, project, replay) are
-the best of REPEATS runs. Absolute rates on shared cores are noise; the ratios and CPU seconds are the figures.
+the best of REPEATS runs. Absolute rates on shared cores are noise; the ratios and CPU seconds are the figures,
+with the load average before and after each log's stages (`load_avg`: 1, 5 and 15 minutes).
 """
 
 from __future__ import annotations
@@ -204,14 +208,15 @@ class Timed:
 
 def _timed(run: Callable[[Any], Any], setup: Callable[[], Any] = lambda: None, repeats: int = 1) -> Timed:
     """The shortest of `repeats` runs of `run(setup())` (shared cores: the minimum is the least disturbed;
-    `setup` is outside the timing), wall and CPU each, with the last run's result."""
+    `setup` is outside the timing), wall and CPU each, with the last run's result. A result that counts the CPU
+    of worker processes (`worker_cpu_s`, replay's) has it added."""
     wall, cpu, result = float("inf"), float("inf"), None
     for _ in range(repeats):
         arg = setup()
         start, start_cpu = time.perf_counter(), time.process_time()
         result = run(arg)
         wall = min(wall, time.perf_counter() - start)
-        cpu = min(cpu, time.process_time() - start_cpu)
+        cpu = min(cpu, time.process_time() - start_cpu + getattr(result, "worker_cpu_s", 0.0))
     return Timed(wall, cpu, result)
 
 
@@ -255,9 +260,12 @@ def _stages(app: LedgerApplication, data_dir: Path, stores: _Stores, verifier: B
         "decode": _timed(lambda _: _decode(app), repeats=REPEATS),
         "project": _timed(lambda _: _project(app), repeats=REPEATS),
         "replay": _timed(lambda store: replay(app, store), stores.fresh, repeats=REPEATS),
+        "replay_workers": _timed(lambda store: replay(app, store, workers=verifier.workers), stores.fresh,
+                                 repeats=REPEATS),
         "verify_no_signatures": _timed(lambda _: _audit(app, TrustingVerifier())),
     }
-    assert out["replay"].result.events == events and out["replay"].result.poison == 0, out["replay"].result
+    for stage in ("replay", "replay_workers"):
+        assert out[stage].result.events == events and out[stage].result.poison == 0, out[stage].result
     _warm(verifier, app)
     out["verify_signatures"] = _timed(lambda _: _audit(app, verifier))
     for fmt in ("jsonl", "parquet"):
@@ -275,6 +283,7 @@ def measure(name: str, sqlite: Path, engine_dsn: str, tmp: Path, workers: int) -
     app = _open(data_dir)
     stores = _Stores(engine_dsn)
     verifier = BatchVerifier(workers)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     try:
         events = app.recorder.max_notification_id() or 0
         log_bytes = _read(app)  # also warms the file cache: every stage reads a warm file
@@ -283,6 +292,7 @@ def measure(name: str, sqlite: Path, engine_dsn: str, tmp: Path, workers: int) -
             if event is not None and event.KIND == "block_applied":
                 blocks, txs = blocks + 1, txs + len(event.tx_ids)
         timed = _stages(app, data_dir, stores, verifier)
+        load_after = [round(x, 2) for x in os.getloadavg()]
     finally:
         stores.close()
         verifier.close()
@@ -305,9 +315,12 @@ def measure(name: str, sqlite: Path, engine_dsn: str, tmp: Path, workers: int) -
         "bytes_per_event": round(log_bytes / events), "projected_rows": timed["project"].result,
         "replay_events_per_s": stages["replay"]["events_per_s"],
         "replay_events_per_cpu_s": round(events / timed["replay"].cpu_seconds),
+        "replay_workers_events_per_s": stages["replay_workers"]["events_per_s"],
         "target_replay_events_per_s": TARGET_REPLAY_EVENTS_PER_S,
-        "verify_workers": workers, "best_of": {"read": REPEATS, "decode": REPEATS, "project": REPEATS,
-                                                "replay": REPEATS, "others": 1},
+        "verify_workers": workers, "replay_workers": timed["replay_workers"].result.workers,
+        "best_of": {"read": REPEATS, "decode": REPEATS, "project": REPEATS, "replay": REPEATS,
+                    "replay_workers": REPEATS, "others": 1},
+        "load_avg": {"before": load_before, "after": load_after},
         "stages": stages,
     }
 
