@@ -181,12 +181,16 @@ def replay(data_dir: Path | None, dsn: str, database: str, from_position: int | 
     """Rebuild every projection from the log into a store: deterministic, resumable after an interruption."""
     from projections.replay import ReplayGap
     from projections.replay import replay as run_replay
-    from projections.store import ProjectionStore
+    from projections.store import DEFAULT_DATABASE, ProjectionStore
     from writes.service import LedgerApplication
 
     settings = from_env(data_dir=data_dir)
-    if dsn == settings.views_dsn:
+    if dsn == settings.views_dsn and dsn.startswith("chdb:"):  # an embedded engine is one process's alone
         raise click.ClickException("that is the live views store of `tally up`: replay into another one")
+    if dsn == settings.views_dsn and database == DEFAULT_DATABASE:
+        raise click.ClickException(
+            f"that is the live views database ({database} on the projection server): replay into another --database"
+        )
     app = LedgerApplication(env=settings.event_store_env())
     try:
         store = ProjectionStore(dsn, database)

@@ -181,3 +181,24 @@ def test_the_cli_replays_and_refuses_the_live_store(data_dir: Path, chdb_dsn: st
     live = Settings(data_dir=data_dir).views_dsn
     result = CliRunner().invoke(main, ["replay", "--data-dir", str(data_dir), "--into", live])
     assert result.exit_code != 0 and "live views store" in result.output
+
+
+def test_on_the_projection_server_only_the_live_database_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    """With views on a server (TALLY_PROJECTION_DSN), a copy goes to another database of the same server; the live
+    database itself is refused. The server: ClickHouse's HTTP interface over chdb (tests/chserver.py)."""
+    from tests import scaled_env
+
+    with scaled_env.clickhouse(tmp_path) as server:
+        env = {"TALLY_PROJECTION_DSN": server}
+        args = ["replay", "--data-dir", str(data_dir), "--into", server]
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code != 0 and "live views database (tally on the projection server)" in result.output
+        result = CliRunner().invoke(main, [*args, "--database", "audit_copy"], env=env)
+        assert result.exit_code == 0 and "(0 unprojectable)" in result.output, result.output
+        app = LedgerApplication(env=Settings(data_dir=data_dir).event_store_env())
+        copy = ProjectionStore(server, "audit_copy")
+        try:
+            assert copy.checkpoint() == app.recorder.max_notification_id()
+        finally:
+            copy.close()
+            app.close()
