@@ -36,7 +36,7 @@ def verify_one(alg: str, pk: bytes, message: bytes, sig: bytes) -> bool:
     return True
 
 
-def _exit_with(owner_pid: int) -> None:
+def exit_with_owner(owner_pid: int) -> None:
     """Pool worker start-up: exit when the process that owns the pool is gone.
 
     A worker holds both ends of its own call queue, so when its owner dies by SIGKILL it never sees EOF and
@@ -80,7 +80,7 @@ class BatchVerifier:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),)
+                max_workers=self.workers, mp_context=ctx, initializer=exit_with_owner, initargs=(os.getpid(),)
             )
         return self._pool
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from accelerators.verify import _exit_with  # a worker exits with its owner, even a SIGKILLed one
+from accelerators.verify import exit_with_owner  # a worker exits with its owner, even a SIGKILLed one
 from writes import reserves
 
 TREE_PROCESS_HOLDERS_MIN = 50_000  # below this a rebuild takes well under a second: inline
@@ -92,7 +92,7 @@ class TreeBuilder:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("forkserver"), initializer=_exit_with,
+                    max_workers=1, mp_context=multiprocessing.get_context("forkserver"), initializer=exit_with_owner,
                     initargs=(os.getpid(),),
                 )
             pool = self._pool

@@ -8,8 +8,6 @@ processes can read), once, and exits when its owner is gone (accelerators/verify
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,12 +15,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from accelerators.verify import exit_with_owner
 from projections.columnar import by_schema, ipc_stream, record_batch
 from projections.family import Rows, merge_rows
 from projections.project import COLUMNS, project, project_error
 from schemas.events import BlockApplied, BlockReapplied, LedgerEvent
 
-OWNER_POLL_S = 0.5
 _worker: dict[str, Any] = {}  # this worker's application and column types (set by `start`)
 
 
@@ -82,26 +80,7 @@ def start(app_class: type, env: dict[str, str], types: dict[str, list[str]], own
     _worker["app"] = app_class(env=env)
     _worker["types"] = types
 
-    def watch() -> None:
-        while _alive(owner_pid):
-            time.sleep(OWNER_POLL_S)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed owner that its parent has not reaped yet is a zombie: gone for our purpose
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return True
+    exit_with_owner(owner_pid)
 
 
 def prepare(

@@ -21,6 +21,7 @@ from projections.family import Row, Rows, merge_rows
 from projections.project import COLUMNS, project
 from projections.store import INSERT_SETTINGS, ProjectionStore
 from schemas.settings import Settings
+from tests.test_replay import checksums  # (rows, sum of row hashes) per table
 from writes.service import LedgerApplication
 
 # Edge values per ClickHouse type (LowCardinality and Nullable unwrapped by `_values`).
@@ -56,14 +57,6 @@ def native_insert(store: ProjectionStore, rows_by_table: Mapping[str, Sequence[R
                 table, [list(c) for c in zip(*rows, strict=True)], column_names=columns,
                 column_type_names=store.column_types()[table], column_oriented=True, settings=INSERT_SETTINGS,
             )
-
-
-def checksums(store: ProjectionStore) -> dict[str, tuple[int, int]]:
-    out = {}
-    for table, columns in COLUMNS.items():
-        row = store.client.query(f"SELECT count(), sum(cityHash64({', '.join(columns)})) FROM {table}").result_rows[0]
-        out[table] = (int(row[0]), int(row[1]))
-    return out
 
 
 def _values(type_name: str) -> list[Any]:
